@@ -1,0 +1,162 @@
+"""Who may trigger a project: credentials found in a request, checked
+against the tokens kept in the project's Secret.
+
+Every comparison is constant-time (:func:`hmac.compare_digest`), every
+candidate token is tried, and nothing here logs or returns a token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Callable, Mapping
+
+import attr
+
+from .config import ALWAYS
+
+# The same words for an unknown project and a wrong token, so that an
+# unauthenticated caller learns nothing about which projects exist.
+INVALID = "missing or invalid credentials"
+
+
+class Unauthorized(Exception):
+    """The request may not trigger the project; str() is safe to show the sender."""
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Policy:
+    """``[auth]`` of the ini: how strict to be and where tokens are kept."""
+
+    require: str
+    token_keys: tuple[str, ...]
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Presented:
+    """What a request offers as credentials.
+
+    :param headers: lower-cased header names to their first value.
+    :param query_token: the ``?token=`` value, if any.
+    :param body: the raw body, which signatures cover.
+    """
+
+    headers: Mapping[str, str]
+    query_token: str | None
+    body: bytes = attr.ib(repr=False)
+
+
+def project_tokens(data: Mapping[str, str], keys: tuple[str, ...]) -> list[bytes]:
+    """Every token the project accepts: each key's value, split on whitespace
+    so an old and a new token can both be valid while a registry is rotated."""
+    return [token.encode("utf-8") for key in keys for token in data.get(key, "").split()]
+
+
+def _equal(a: bytes, b: bytes) -> bool:
+    return hmac.compare_digest(a, b)
+
+
+def _bearer(value: str) -> bytes | None:
+    scheme, _, token = value.strip().partition(" ")
+    return token.strip().encode("utf-8") if scheme.lower() == "bearer" else None
+
+
+def _basic_password(value: str) -> bytes | None:
+    scheme, _, encoded = value.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return decoded.partition(b":")[2]
+
+
+def _hex_signature(value: str, prefix: str = "") -> bytes | None:
+    value = value.strip()
+    if prefix:
+        if not value.lower().startswith(prefix):
+            return None
+        value = value[len(prefix) :]
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        return None
+
+
+def _signed(algorithm: Callable[..., object]) -> Callable[[bytes, bytes], bytes]:
+    def sign(token: bytes, body: bytes) -> bytes:
+        return hmac.new(token, body, algorithm).digest()  # type: ignore[arg-type]
+
+    return sign
+
+
+_SHA256 = _signed(hashlib.sha256)
+_SHA1 = _signed(hashlib.sha1)
+
+# Header, how to read the presented value, how a token would sign the body.
+_SIGNATURES: tuple[tuple[str, str, Callable[[str], bytes | None], Callable[[bytes, bytes], bytes]], ...] = (
+    ("github-signature", "x-hub-signature-256", lambda v: _hex_signature(v, "sha256="), _SHA256),
+    ("jfrog-signature", "x-jfrog-event-auth", _hex_signature, _SHA256),
+    ("nexus-signature", "x-nexus-webhook-signature", _hex_signature, _SHA1),
+    ("signature", "x-signature", lambda v: _hex_signature(v, "sha256="), _SHA256),
+)
+
+
+def matches(tokens: list[bytes], presented: Presented) -> str | None:
+    """How ``presented`` proves one of ``tokens``, or None if it does not.
+
+    All placements are checked against all tokens, so the time taken does
+    not depend on which one (if any) matched.
+    """
+    plain: list[tuple[str, bytes]] = []
+    if presented.query_token is not None:
+        plain.append(("query-token", presented.query_token.encode("utf-8")))
+    authorization = presented.headers.get("authorization", "")
+    for method, read in (("bearer", _bearer), ("basic", _basic_password)):
+        value = read(authorization)
+        if value is not None:
+            plain.append((method, value))
+    # JFrog sends the token itself unless payload signing is switched on.
+    if "x-jfrog-event-auth" in presented.headers:
+        plain.append(("jfrog-token", presented.headers["x-jfrog-event-auth"].strip().encode()))
+
+    found = None
+    for token in tokens:
+        for method, value in plain:
+            if _equal(value, token) and found is None:
+                found = method
+        for method, header, read, sign in _SIGNATURES:
+            if header not in presented.headers:
+                continue
+            signature = read(presented.headers[header])
+            if signature is not None and _equal(signature, sign(token, presented.body)):
+                found = found or method
+    return found
+
+
+def authorise(policy: Policy, data: Mapping[str, str] | None, presented: Presented) -> str:
+    """Decide whether ``presented`` may trigger the project whose data is ``data``.
+
+    :param data: the project's decoded Secret data, or None for an unknown project.
+    :returns: how the sender proved itself, or ``"none"`` when the policy
+        lets a project without tokens be triggered by anyone.
+    :raises Unauthorized: when it may not; an unknown project is refused
+        exactly like a wrong token.
+    """
+    if data is None:
+        raise Unauthorized(INVALID)
+    tokens = project_tokens(data, policy.token_keys)
+    if not tokens:
+        if policy.require == ALWAYS:
+            raise Unauthorized(
+                "this project has no token; add one to its Secret under "
+                f"{' or '.join(policy.token_keys)} (see the README's security section)"
+            )
+        return "none"
+    method = matches(tokens, presented)
+    if method is None:
+        raise Unauthorized(INVALID)
+    return method

@@ -1,0 +1,177 @@
+"""The Brigade v1 contract: project IDs, build IDs and the build Secret.
+
+Everything here must match what Brigade's controller, worker and ``brig``
+read (see the v1 sources cited in the contract document); nothing here knows
+HTTP, registries' formats or the Kubernetes client.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import time
+from collections.abc import Mapping
+
+import attr
+
+from .events import ImageEvent
+
+PROJECT_TYPE = "brigade.sh/project"
+BUILD_TYPE = "brigade.sh/build"
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def project_id(name: str) -> str:
+    """The Secret name of the project called ``name`` (``org/repo``, or an ID)."""
+    if name.startswith("brigade-"):
+        return name
+    return "brigade-" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:54]
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Project:
+    """A project as the gateway sees it: its ID, its name and its decoded data.
+
+    ``data`` holds secrets (``sharedSecret``, tokens, ...): never log it.
+    """
+
+    id: str
+    name: str
+    data: Mapping[str, str] = attr.ib(repr=False)
+
+    @classmethod
+    def from_secret(cls, name: str, secret: Mapping[str, object]) -> Project | None:
+        """The project held in a Secret as the API returns it, or None when the
+        Secret is not a usable Brigade project.
+
+        :param name: the Secret's name (the project ID).
+        :param secret: the Secret as a JSON-like mapping (``type``,
+            ``metadata``, base64 ``data``).
+        """
+        if secret.get("type") != PROJECT_TYPE:
+            return None
+        metadata = secret.get("metadata") or {}
+        annotations = metadata.get("annotations") or {} if isinstance(metadata, dict) else {}
+        raw = secret.get("data") or {}
+        if not isinstance(raw, dict):
+            return None
+        data = {}
+        for key, value in raw.items():
+            try:
+                data[key] = base64.b64decode(value or "").decode("utf-8", "replace")
+            except (ValueError, TypeError):
+                data[key] = ""
+        # Brigade v1's gateways refused projects without a repository.
+        if not data.get("repository"):
+            return None
+        return cls(id=name, name=str(annotations.get("projectName") or name), data=data)
+
+
+def ulid(milliseconds: int, randomness: bytes) -> str:
+    """A lower-case ULID: 48 bits of time, then 80 bits of ``randomness``."""
+    if not 0 <= milliseconds < 1 << 48 or len(randomness) != 10:
+        raise ValueError("a ULID holds a 48-bit time and 10 bytes of randomness")
+    value = (milliseconds << 80) | int.from_bytes(randomness, "big")
+    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def build_id(project: Project, event: ImageEvent) -> str:
+    """A build ID for ``event``: random, unless the event has an identity.
+
+    A redelivered event (same delivery identity) gets the same ID, so its
+    Secret name is taken and no second build is made: the time part comes
+    from the event's own timestamp, the rest from a hash of the project, the
+    identity and the tag.
+    """
+    if not event.delivery_id:
+        return ulid(int(time.time() * 1000), os.urandom(10))
+    when = int(event.timestamp.timestamp() * 1000) if event.timestamp else 0
+    when = min(max(when, 0), (1 << 48) - 1)
+    digest = hashlib.sha256(
+        "\0".join((project.id, event.delivery_id, event.tag)).encode("utf-8")
+    ).digest()
+    return ulid(when, digest[:10])
+
+
+def short_digest(digest: str) -> str:
+    """``sha256:0123456789ab…`` shortened to its algorithm and 12 hex digits."""
+    algorithm, _, hexdigits = digest.partition(":")
+    return f"{algorithm}:{hexdigits[:12]}" if hexdigits else digest[:19]
+
+
+def short_title(event: ImageEvent) -> str:
+    """``acme/app:v1``, or ``acme/app@sha256:0123456789ab`` for a push by digest."""
+    repository = event.repository or "(unknown repository)"
+    if event.tag:
+        return f"{repository}:{event.tag}"
+    if event.digest:
+        return f"{repository}@{short_digest(event.digest)}"
+    return repository
+
+
+def long_title(event: ImageEvent) -> str:
+    """What happened to which image where, and who did it, as far as known."""
+    verb = {
+        "image_push": "Pushed",
+        "image_delete": "Deleted",
+        "chart_push": "Pushed chart",
+        "chart_delete": "Deleted chart",
+    }.get(event.action, event.action)
+    image = short_title(event)
+    if event.host:
+        image = f"{event.host}/{image}"
+    words = [f"{verb} {image}"]
+    if event.digest and event.tag:
+        words.append(f"({event.digest})")
+    words.append(f"via {event.registry}")
+    if event.pusher:
+        words.append(f"by {event.pusher}")
+    return " ".join(words)
+
+
+def _b64(text: str | bytes) -> str:
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    return base64.b64encode(raw).decode("ascii")
+
+
+def build_secret(
+    project: Project, event: ImageEvent, build: str, commit: str = ""
+) -> dict[str, object]:
+    """The build Secret that makes Brigade's controller run ``project`` for ``event``.
+
+    :param build: the build ID (a lower-case ULID).
+    :param commit: the commit-ish from the URL or ``?commit=``.
+    """
+    name = f"brigade-worker-{build}"
+    data = {
+        "script": project.data.get("defaultScript", ""),
+        "config": "",
+        "payload": event.payload,
+        "build_id": name,
+        "build_name": name,
+        "short_title": short_title(event),
+        "long_title": long_title(event),
+        "clone_url": project.data.get("cloneURL", ""),
+        "commit_id": "",
+        "commit_ref": commit,
+        "event_provider": event.registry,
+        "event_type": event.action,
+        "project_id": project.id,
+        "log_level": "",
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": BUILD_TYPE,
+        "metadata": {
+            "name": name,
+            "labels": {
+                "build": build,
+                "component": "build",
+                "heritage": "brigade",
+                "project": project.id,
+            },
+        },
+        "data": {key: _b64(value) for key, value in data.items()},
+    }

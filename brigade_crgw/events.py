@@ -1,0 +1,47 @@
+"""The normalised image event every registry format is decoded into."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import attr
+
+# Actions a build can be made for; see ``[gateway] event_types``.
+IMAGE_PUSH = "image_push"
+IMAGE_DELETE = "image_delete"
+CHART_PUSH = "chart_push"
+CHART_DELETE = "chart_delete"
+BUILDABLE_ACTIONS = frozenset({IMAGE_PUSH, IMAGE_DELETE, CHART_PUSH, CHART_DELETE})
+
+
+@attr.s(frozen=True, auto_attribs=True, kw_only=True)
+class ImageEvent:
+    """One thing that happened to one image, as a registry reported it.
+
+    :param registry: the registry kind that sent it (``dockerhub``, ``acr``, ...).
+    :param action: one of :data:`BUILDABLE_ACTIONS`, or the registry's own
+        word for anything else (``ping``, ``pull``, ``quarantine``, ...).
+    :param repository: the repository, without host (``acme/app``).
+    :param host: the registry's host name, where the payload says it.
+    :param tag: the tag, empty for a push by digest.
+    :param digest: the manifest digest (``sha256:...``), where known.
+    :param media_type: the manifest media type, where known.
+    :param pusher: who pushed, where known.
+    :param timestamp: when it happened, timezone-aware, where known.
+    :param delivery_id: a stable identity of this event that a redelivery
+        repeats (event id, CloudEvents id, delivery header...), else empty.
+    :param payload: the bytes a build carries for this event: the body as
+        received, or this event's own JSON when one body holds several.
+    """
+
+    registry: str
+    action: str
+    repository: str
+    host: str = ""
+    tag: str = ""
+    digest: str = ""
+    media_type: str = ""
+    pusher: str = ""
+    timestamp: datetime | None = None
+    delivery_id: str = ""
+    payload: bytes = b""

@@ -1,0 +1,29 @@
+from setuptools import setup
+
+setup(
+    name="brigade-crgw",
+    version="0.1.0",
+    description="Brigade container registry gateway: registry webhooks become Brigade builds",
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    packages=["brigade_crgw", "brigade_crgw.registries", "twisted.plugins"],
+    package_data={"twisted": ["plugins/brigade_crgw_plugin.py"]},
+    install_requires=[
+        "twisted>=24.7",
+        "klein>=24.8",
+        "treq>=24.9",
+        "attrs>=23.1",
+        "kubernetes>=30.1",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-twisted>=1.14",
+            "hypothesis>=6.100",
+            "ruff>=0.6",
+            "mypy>=1.11",
+        ],
+    },
+)
