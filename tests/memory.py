@@ -1,0 +1,50 @@
+"""An in-memory :class:`~brigade_crgw.kube.SecretStore` for fast tests.
+
+It is verified against the real API server by tests/test_store_contract.py:
+the same contract tests pass against both.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import attr
+
+from brigade_crgw.brigade import Project
+from brigade_crgw.kube import StoreUnavailable
+
+
+@attr.s(auto_attribs=True)
+class MemoryStore:
+    """Secrets by name.  Set ``down`` to make every call fail like an
+    unreachable API server."""
+
+    secrets: dict[str, dict[str, Any]] = attr.ib(factory=dict)
+    down: bool = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise StoreUnavailable("ConnectionRefusedError: the memory store is down")
+
+    def get_project(self, project_id: str) -> Project | None:
+        self._check()
+        secret = self.secrets.get(project_id)
+        return None if secret is None else Project.from_secret(project_id, secret)
+
+    def create_build(self, secret: Mapping[str, Any]) -> bool:
+        self._check()
+        name = secret["metadata"]["name"]
+        if name in self.secrets:
+            return False
+        self.secrets[name] = copy.deepcopy(dict(secret))
+        return True
+
+    # Arranging and inspecting, as an admin would.
+
+    def put(self, secret: Mapping[str, Any]) -> None:
+        self.secrets[secret["metadata"]["name"]] = copy.deepcopy(dict(secret))
+
+    def builds(self) -> list[dict[str, Any]]:
+        return [s for s in self.secrets.values() if s.get("type") == "brigade.sh/build"]

@@ -1,0 +1,163 @@
+"""The Brigade v1 contract: project IDs, build IDs, the build Secret."""
+
+from __future__ import annotations
+
+import base64
+import re
+from datetime import datetime, timezone
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from brigade_crgw import brigade
+from brigade_crgw.events import ImageEvent
+
+from .factories import decoded, project_secret
+
+ULID = re.compile(r"^[0-9a-hjkmnp-tv-z]{26}$")
+DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _project(**data: str) -> brigade.Project:
+    project = brigade.Project.from_secret(
+        brigade.project_id("acme/app"), project_secret("acme/app", **data)
+    )
+    assert project is not None
+    return project
+
+
+def _event(**fields: object) -> ImageEvent:
+    values: dict[str, object] = {
+        "registry": "dockerhub", "action": "image_push", "repository": "acme/app",
+        "tag": "v1", "payload": b'{"x": 1}',
+    }
+    values.update(fields)
+    return ImageEvent(**values)  # type: ignore[arg-type]
+
+
+def test_project_id_vector() -> None:
+    """The project ID of deis/empty-testbed is the one Brigade v1 computes."""
+    assert (
+        brigade.project_id("deis/empty-testbed")
+        == "brigade-830c16d4aaf6f5490937ad719afd8490a5bcbef064d397411043ac"
+    )
+
+
+def test_project_id_keeps_ids() -> None:
+    """A name that already starts with brigade- is used as it is."""
+    assert brigade.project_id("brigade-abc") == "brigade-abc"
+
+
+@given(st.text(min_size=1))
+def test_project_id_shape(name: str) -> None:
+    """Any name that is not an ID maps to brigade- and 54 hex digits."""
+    if not name.startswith("brigade-"):
+        assert re.fullmatch(r"brigade-[0-9a-f]{54}", brigade.project_id(name))
+
+
+def test_project_from_secret_decodes_data() -> None:
+    """A project Secret is read with its name from the projectName annotation."""
+    project = _project()
+    assert project.name == "acme/app"
+    assert project.data["repository"] == "acme/app"
+    assert "shared-secret" not in repr(project)
+
+
+def test_not_a_project() -> None:
+    """Secrets of another type, or without a repository, are not projects."""
+    secret = project_secret()
+    assert brigade.Project.from_secret("x", {**secret, "type": "brigade.sh/build"}) is None
+    assert brigade.Project.from_secret("x", {**secret, "type": "Opaque"}) is None
+    no_repo = project_secret(repository="")
+    assert brigade.Project.from_secret("x", no_repo) is None
+    assert brigade.Project.from_secret("x", {**secret, "data": "nonsense"}) is None
+
+
+def test_ulid_encoding() -> None:
+    """A ULID is 26 lower-case Crockford characters, time first."""
+    assert brigade.ulid(0, bytes(10)) == "0" * 26
+    assert brigade.ulid((1 << 48) - 1, b"\xff" * 10) == "7" + "z" * 25
+    assert brigade.ulid(1, bytes(10))[:10] == "0000000001"
+
+
+@given(st.integers(0, (1 << 48) - 1), st.binary(min_size=10, max_size=10))
+def test_ulid_shape(ms: int, randomness: bytes) -> None:
+    """Every ULID is valid in a DNS-1123 name and a label value."""
+    value = brigade.ulid(ms, randomness)
+    assert ULID.match(value)
+    assert DNS1123.match(f"brigade-worker-{value}")
+
+
+def test_random_build_ids_differ() -> None:
+    """Events without an identity get fresh IDs every time."""
+    project, event = _project(), _event()
+    assert brigade.build_id(project, event) != brigade.build_id(project, event)
+
+
+def test_build_id_from_identity_is_stable() -> None:
+    """A redelivered event gets the same ID, its time part from the event."""
+    when = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+    project = _project()
+    event = _event(delivery_id="evt-1", timestamp=when)
+    first = brigade.build_id(project, event)
+    assert first == brigade.build_id(project, event)
+    assert ULID.match(first)
+    assert first[:10] == brigade.ulid(int(when.timestamp() * 1000), bytes(10))[:10]
+    assert first != brigade.build_id(project, _event(delivery_id="evt-1", tag="v2", timestamp=when))
+    assert first != brigade.build_id(project, _event(delivery_id="evt-2", timestamp=when))
+    other = brigade.Project.from_secret("brigade-other", project_secret("other/app"))
+    assert other is not None and first != brigade.build_id(other, event)
+
+
+def test_build_secret_fields() -> None:
+    """The build Secret has exactly the name, type, labels and data keys of v1."""
+    project = _project()
+    event = _event(host="registry.example.com", digest="sha256:" + "ab" * 32, pusher="alice")
+    secret = brigade.build_secret(project, event, "01hv0000000000000000000000", "feature/x")
+    name = "brigade-worker-01hv0000000000000000000000"
+    assert secret["type"] == "brigade.sh/build"
+    assert secret["metadata"] == {
+        "name": name,
+        "labels": {"build": "01hv0000000000000000000000", "component": "build",
+                   "heritage": "brigade", "project": project.id},
+    }
+    assert all(len(v) <= 63 for v in secret["metadata"]["labels"].values())  # type: ignore[index]
+    data = decoded(secret)
+    assert data == {
+        "script": "events.on('image_push', () => {})",
+        "config": "",
+        "payload": '{"x": 1}',
+        "build_id": name,
+        "build_name": name,
+        "short_title": "acme/app:v1",
+        "long_title": "Pushed registry.example.com/acme/app:v1 (sha256:" + "ab" * 32
+        + ") via dockerhub by alice",
+        "clone_url": "https://github.com/acme/app.git",
+        "commit_id": "",
+        "commit_ref": "feature/x",
+        "event_provider": "dockerhub",
+        "event_type": "image_push",
+        "project_id": project.id,
+        "log_level": "",
+    }
+
+
+def test_payload_bytes_kept_exactly() -> None:
+    """The payload is the bytes received, not a re-encoding."""
+    raw = b'{"b":1,  "a":"\\u00e9"}'
+    secret = brigade.build_secret(_project(), _event(payload=raw), "0" * 26)
+    assert base64.b64decode(secret["data"]["payload"]) == raw  # type: ignore[index]
+
+
+def test_titles_for_digest_push() -> None:
+    """A push by digest is titled with a short digest."""
+    event = _event(tag="", digest="sha256:0123456789abcdef0123")
+    assert brigade.short_title(event) == "acme/app@sha256:0123456789ab"
+    assert brigade.long_title(event) == "Pushed acme/app@sha256:0123456789ab via dockerhub"
+
+
+def test_missing_script_is_empty() -> None:
+    """A project without defaultScript gives an empty script field."""
+    project = brigade.Project("brigade-x", "x", {"repository": "x"})
+    data = decoded(brigade.build_secret(project, _event(), "0" * 26))
+    assert data["script"] == "" and data["clone_url"] == ""
