@@ -91,6 +91,14 @@ class InFlight:
 
     def leave(self) -> None:
         self.count -= 1
+        if self.count == 0 and self._waiting:
+            # On the next turn of the reactor, after the last answer's
+            # bytes have gone to the socket.
+            from twisted.internet import reactor
+
+            reactor.callLater(0, self._release)  # type: ignore[attr-defined]
+
+    def _release(self) -> None:
         if self.count == 0:
             waiting, self._waiting = self._waiting, []
             for d in waiting:
@@ -225,19 +233,19 @@ class Gateway:
             self.in_flight.enter()
         except Refusal as refusal:
             return self._refuse(request, refusal, fields, started)
+        # Counted until the answer is handed to the connection, so that
+        # shutdown never cuts an answer short.
+        request.notifyFinish().addBoth(lambda _: self.in_flight.leave())
         try:
             code, body = await self._deliver(request, route, fields)
-            answer = write_json(request, code, body)
         except Refusal as refusal:
             return self._refuse(request, refusal, fields, started)
         except Exception:
             # A bug, not the sender's fault: the registry should retry.
             log.failure("webhook for {project} failed unexpectedly", project=fields["project"])
             return self._refuse(request, _unavailable("internal error"), fields, started)
-        finally:
-            self.in_flight.leave()
         self._log(code, fields, started)
-        return answer
+        return write_json(request, code, body)
 
     async def _deliver(self, request: IRequest, route: str,
                        fields: dict[str, Any]) -> tuple[int, dict[str, Any]]:

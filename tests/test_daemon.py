@@ -1,0 +1,191 @@
+"""The real gateway: ``twistd -n brigade-crgw`` with the restricted gateway
+identity, against the real API server, over real HTTP."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from brigade_crgw.brigade import project_id
+
+from . import daemon as gateway_process
+from .conftest import Namespace
+from .factories import TOKEN, decoded, project_secret
+from .outage import FORWARD, HANG, REFUSE, Proxy
+
+pytestmark = pytest.mark.integration
+PAYLOADS = Path(__file__).resolve().parent / "payloads"
+DOCKERHUB = (PAYLOADS / "dockerhub" / "push-docs.json").read_bytes()
+ACR_PUSH = (PAYLOADS / "acr" / "push.json").read_bytes()
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def gateway(namespace: Namespace, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[gateway_process.Daemon]:
+    namespace.plane.core.create_namespaced_secret(namespace.name, project_secret("acme/app"))
+    process = gateway_process.start(tmp_path_factory.mktemp("gw"), namespace.name,
+                                    namespace.gateway_kubeconfig)
+    yield process
+    process.stop()
+
+
+def builds(ns: Namespace) -> dict[str, dict[str, Any]]:
+    """Every build Secret in the namespace, as the admin sees it."""
+    secrets = ns.plane.core.list_namespaced_secret(ns.name, label_selector="component=build")
+    return {s.metadata.name: ns.plane.api.sanitize_for_serialization(s) for s in secrets.items}
+
+
+URL_FORMS = {
+    "/events/dockerhub/acme/app/feature/x": "feature/x",
+    "/events/dockerhub/acme/app": "",
+    "/events/dockerhub/acme/app?commit=v2": "v2",
+    f"/events/webhook/{project_id('acme/app')}": "",
+    f"/events/webhook/{project_id('acme/app')}?commit=main": "main",
+    "/events/webhook/acme/app": "",
+    "/events/webhook/acme/app/abc123": "abc123",
+    "/events/webhook/acme/app?commit=release/1.0": "release/1.0",
+}
+
+
+@pytest.mark.parametrize("payload", ["dockerhub", "acr"])
+@pytest.mark.parametrize("url", sorted(URL_FORMS))
+def test_url_form_makes_one_build(gateway: gateway_process.Daemon, namespace: Namespace,
+                                  url: str, payload: str) -> None:
+    """Each URL form, with a Docker Hub or an ACR push, makes exactly one
+    correct build Secret, which exists when the 200 arrives."""
+    body = {"dockerhub": DOCKERHUB, "acr": ACR_PUSH}[payload]
+    before = builds(namespace)
+    answer = gateway.post(url, body, BEARER)
+    assert answer.status == 200, answer.body
+    names = answer.json()["builds"]
+    after = builds(namespace)
+    assert len(names) == 1 and set(after) - set(before) == set(names)
+    secret = after[names[0]]
+    assert secret["type"] == "brigade.sh/build"
+    build = names[0].removeprefix("brigade-worker-")
+    assert secret["metadata"]["labels"] == {"build": build, "component": "build",
+                                            "heritage": "brigade",
+                                            "project": project_id("acme/app")}
+    data = decoded(secret)
+    assert data["payload"].encode() == body
+    assert data["commit_ref"] == URL_FORMS[url]
+    assert data["event_type"] == "image_push"
+    assert data["event_provider"] == payload
+    assert data["script"] == "events.on('image_push', () => {})"
+    assert data["short_title"] == {"dockerhub": "svendowideit/testhook:latest",
+                                   "acr": "hello-world:v1"}[payload]
+    assert data["build_id"] == data["build_name"] == names[0]
+
+
+def test_unknown_project_creates_nothing(gateway: gateway_process.Daemon,
+                                         namespace: Namespace) -> None:
+    """An unknown project gets the same 401 as a wrong token, and no Secret."""
+    before = builds(namespace)
+    unknown = gateway.post("/events/webhook/nobody/nothing", DOCKERHUB, BEARER)
+    wrong = gateway.post("/events/webhook/acme/app", DOCKERHUB, {"Authorization": "Bearer nope"})
+    assert unknown.status == wrong.status == 401
+    assert unknown.body == wrong.body
+    assert builds(namespace) == before
+
+
+def test_log_line_per_webhook_without_tokens(gateway: gateway_process.Daemon) -> None:
+    """Each webhook logs one line with its project, registry, image, builds,
+    code and duration, and no token, wherever the token was sent."""
+    answer = gateway.post(f"/events/webhook/acme/app?token={TOKEN}", DOCKERHUB)
+    assert answer.status == 200
+    name = answer.json()["builds"][0]
+    time.sleep(0.2)
+    lines = [line for line in gateway.log().splitlines() if name in line]
+    assert len(lines) == 1
+    line = lines[0]
+    for field in (f"project={project_id('acme/app')}", "registry=dockerhub",
+                  "repository=svendowideit/testhook", "tag=latest", "code=200", "duration="):
+        assert field in line
+    assert TOKEN not in gateway.log()
+    assert "shared-secret-never-logged" not in gateway.log()
+
+
+@pytest.fixture
+def outage(namespace: Namespace, tmp_path: Path) -> Iterator[tuple[gateway_process.Daemon, Proxy]]:
+    """A gateway whose road to the API server goes through a breakable proxy."""
+    proxy = Proxy(namespace.plane.api.configuration.host)
+    kubeconfig = tmp_path / "via-proxy.kubeconfig"
+    text = namespace.gateway_kubeconfig.read_text()
+    kubeconfig.write_text(text.replace(namespace.plane.api.configuration.host, proxy.url))
+    process = gateway_process.start(tmp_path, namespace.name, kubeconfig)
+    yield process, proxy
+    process.stop()
+    proxy.close()
+
+
+@pytest.mark.parametrize("mode", [REFUSE, HANG])
+def test_api_server_down_is_503_then_recovers(outage: tuple[gateway_process.Daemon, Proxy],
+                                              namespace: Namespace, mode: str) -> None:
+    """With the API server refusing or not answering, the gateway answers 503
+    with Retry-After within its timeout, writes nothing, stays up, and the
+    same webhook succeeds once the API server is back."""
+    process, proxy = outage
+    before = builds(namespace)
+    proxy.set(mode)
+    started = time.monotonic()
+    answer = process.post("/events/webhook/acme/app", ACR_PUSH, BEARER)
+    elapsed = time.monotonic() - started
+    assert answer.status == 503, answer.body
+    assert answer.headers["retry-after"] == "5"
+    assert answer.json()["status"] == "unavailable"
+    assert elapsed < 3 * 2 + 2  # two calls at most, each bounded by request_timeout = 3
+    assert process.alive()
+    assert builds(namespace) == before
+    proxy.set(FORWARD)
+    again = process.post("/events/webhook/acme/app", ACR_PUSH, BEARER)
+    assert again.status == 200, again.body
+    assert set(builds(namespace)) - set(before) == set(again.json()["builds"])
+
+
+def test_sigterm_finishes_requests_in_flight(outage: tuple[gateway_process.Daemon, Proxy],
+                                             namespace: Namespace) -> None:
+    """SIGTERM stops listening at once, lets the webhook in flight finish with
+    its build, and exits 0."""
+    process, proxy = outage
+    proxy.set(HANG)
+    result: dict[str, Any] = {}
+
+    def send() -> None:
+        result["answer"] = process.post("/events/webhook/acme/app", DOCKERHUB, BEARER)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    time.sleep(1.0)  # the webhook now waits on the held Kubernetes call
+    process.process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    with pytest.raises(OSError):
+        process.request("GET", "/healthz", timeout=2)
+    proxy.set(FORWARD)
+    sender.join(20)
+    assert process.process.wait(20) == 0
+    answer = result["answer"]
+    assert answer.status == 200, answer.body
+    assert set(answer.json()["builds"]) <= set(builds(namespace))
+
+
+def test_systemd_unit_verifies(tmp_path: Path) -> None:
+    """systemd-analyze verify accepts etc/brigade-crgw.service."""
+    import shutil
+    import subprocess
+
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is needed (Debian package systemd)"
+    unit = (gateway_process.ROOT / "etc" / "brigade-crgw.service").read_text()
+    # verify insists that ExecStart= exists; point it at this venv's twistd.
+    unit = unit.replace("/opt/brigade-crgw/bin/twistd", str(gateway_process.TWISTD))
+    (tmp_path / "brigade-crgw.service").write_text(unit)
+    result = subprocess.run([analyze, "verify", str(tmp_path / "brigade-crgw.service")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

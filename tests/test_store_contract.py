@@ -1,0 +1,111 @@
+"""One contract for the SecretStore, passed by the in-memory fake and by the
+real store against a real API server with the gateway's own identity."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from brigade_crgw import brigade
+from brigade_crgw.events import ImageEvent
+from brigade_crgw.kube import KubeStore, StoreUnavailable, load_api_client
+
+from .conftest import Namespace
+from .factories import decoded, project_secret
+from .memory import MemoryStore
+
+
+class Arranged:
+    """A store under test, and an admin's way to arrange and inspect it."""
+
+    def __init__(self, store: Any, put: Any, read: Any) -> None:
+        self.store, self.put, self.read = store, put, read
+
+
+@pytest.fixture(params=["memory", pytest.param("kube", marks=pytest.mark.integration)])
+def arranged(request: pytest.FixtureRequest) -> Iterator[Arranged]:
+    if request.param == "memory":
+        memory = MemoryStore()
+        yield Arranged(memory, memory.put, lambda name: memory.secrets.get(name))
+        return
+    ns: Namespace = request.getfixturevalue("namespace")
+    core = ns.plane.core
+    api = load_api_client(str(ns.gateway_kubeconfig))
+    store = KubeStore(api, ns.name, 5.0)
+
+    def put(secret: dict[str, Any]) -> None:
+        core.create_namespaced_secret(ns.name, secret)
+
+    def read(name: str) -> dict[str, Any] | None:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            return ns.plane.api.sanitize_for_serialization(core.read_namespaced_secret(name, ns.name))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    yield Arranged(store, put, read)
+
+
+def _build(project: brigade.Project, tag: str = "v1") -> dict[str, Any]:
+    event = ImageEvent(registry="dockerhub", action="image_push", repository="acme/app",
+                       tag=tag, payload=b"{}")
+    return brigade.build_secret(project, event, brigade.build_id(project, event))
+
+
+def test_unknown_project_is_none(arranged: Arranged) -> None:
+    """A project that does not exist reads as None."""
+    assert arranged.store.get_project(brigade.project_id("nobody/nothing")) is None
+
+
+def test_project_is_read(arranged: Arranged) -> None:
+    """A project written as brig writes it is found with its data."""
+    name = "contract/read"
+    arranged.put(project_secret(name))
+    project = arranged.store.get_project(brigade.project_id(name))
+    assert project is not None
+    assert project.name == name and project.data["repository"] == name
+
+
+def test_other_secrets_are_not_projects(arranged: Arranged) -> None:
+    """A Secret of another type under a project-like name is not a project."""
+    secret = project_secret("contract/opaque")
+    secret["type"] = "Opaque"
+    arranged.put(secret)
+    assert arranged.store.get_project(brigade.project_id("contract/opaque")) is None
+
+
+def test_build_is_created_once(arranged: Arranged) -> None:
+    """A build Secret is created as given; a second create of the same name
+    reports False and changes nothing."""
+    arranged.put(project_secret("contract/build"))
+    project = arranged.store.get_project(brigade.project_id("contract/build"))
+    secret = _build(project)
+    assert arranged.store.create_build(secret) is True
+    stored = arranged.read(secret["metadata"]["name"])
+    assert stored["type"] == "brigade.sh/build"
+    assert stored["metadata"]["labels"] == secret["metadata"]["labels"]
+    assert decoded(stored) == decoded(secret)
+    changed = {**secret, "data": {**secret["data"], "payload": "e30K"}}
+    assert arranged.store.create_build(changed) is False
+    assert decoded(arranged.read(secret["metadata"]["name"]))["payload"] == "{}"
+
+
+def test_unavailable_store_raises() -> None:
+    """A store that cannot reach Kubernetes raises StoreUnavailable, for the
+    fake (when down) and for the real client (a closed port)."""
+    from kubernetes import client
+
+    configuration = client.Configuration()
+    configuration.host = "https://127.0.0.1:9"
+    configuration.retries = False
+    real = KubeStore(client.ApiClient(configuration), "default", 2.0)
+    for store in (MemoryStore(down=True), real):
+        with pytest.raises(StoreUnavailable):
+            store.get_project("brigade-x")
+        with pytest.raises(StoreUnavailable):
+            store.create_build({"metadata": {"name": "brigade-worker-x"}})

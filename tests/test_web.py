@@ -1,0 +1,223 @@
+"""The HTTP surface in memory: routes, answers and error codes, with the
+in-memory store and a synchronous runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import attr
+import pytest
+from treq.testing import StubTreq
+from twisted.internet.defer import maybeDeferred
+from twisted.trial.unittest import SynchronousTestCase
+
+from brigade_crgw.brigade import project_id
+from brigade_crgw.config import Config
+from brigade_crgw.web import Gateway, parse_target, Refusal
+
+from .factories import TOKEN, decoded, project_secret
+from .memory import MemoryStore
+
+PAYLOADS = Path(__file__).resolve().parent / "payloads"
+DOCKERHUB = (PAYLOADS / "dockerhub" / "push-docs.json").read_bytes()
+ACR_PUSH = (PAYLOADS / "acr" / "push.json").read_bytes()
+ACR_PING = b'{"action": "ping"}'
+JSON = {"Content-Type": "application/json"}
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Reply:
+    code: int
+    headers: Any
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class WebTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.store = MemoryStore()
+        self.store.put(project_secret("acme/app"))
+        self.config = Config()
+
+    def gateway(self, **config: Any) -> StubTreq:
+        gateway = Gateway(Config(**config) if config else self.config, self.store, maybeDeferred)
+        return StubTreq(gateway.app.resource())
+
+    def call(self, method: str, url: str, body: bytes = b"", headers: dict[str, str] | None = None,
+             client: StubTreq | None = None) -> Reply:
+        client = client or self.gateway()
+        response = self.successResultOf(
+            client.request(method, "http://gw" + url, data=body, headers=headers or JSON)
+        )
+        content = self.successResultOf(response.content())
+        return Reply(response.code, response.headers, content)
+
+    def post(self, url: str, body: bytes = DOCKERHUB, **kwargs: Any) -> Reply:
+        sep = "&" if "?" in url else "?"
+        return self.call("POST", f"{url}{sep}token={TOKEN}", body, **kwargs)
+
+    def test_healthz(self) -> None:
+        """GET /healthz answers 200 OK, as v1 did."""
+        reply = self.call("GET", "/healthz")
+        self.assertEqual((reply.code, reply.body), (200, b"OK"))
+
+    def test_every_url_form_makes_one_build(self) -> None:
+        """Each URL form users have configured makes exactly one build with its commit."""
+        pid = project_id("acme/app")
+        forms = {
+            "/events/dockerhub/acme/app/feature/x": "feature/x",
+            "/events/dockerhub/acme/app": "",
+            "/events/dockerhub/acme/app?commit=v2": "v2",
+            f"/events/webhook/{pid}": "",
+            f"/events/webhook/{pid}?commit=main": "main",
+            "/events/webhook/acme/app": "",
+            "/events/webhook/acme/app/abc123": "abc123",
+            "/events/webhook/acme/app?commit=release/1.0": "release/1.0",
+        }
+        for url, commit in forms.items():
+            before = len(self.store.builds())
+            reply = self.post(url)
+            self.assertEqual(reply.code, 200, (url, reply.body))
+            body = reply.json()
+            self.assertEqual(body["status"], "Success")
+            self.assertEqual(len(body["builds"]), 1)
+            self.assertEqual(len(self.store.builds()), before + 1, url)
+            data = decoded(self.store.secrets[body["builds"][0]])
+            self.assertEqual(data["commit_ref"], commit, url)
+            self.assertEqual(data["project_id"], pid)
+            self.assertEqual(data["payload"].encode(), DOCKERHUB)
+            self.assertEqual(data["event_type"], "image_push")
+            self.assertEqual(data["event_provider"], "dockerhub")
+            self.assertEqual(data["short_title"], "svendowideit/testhook:latest")
+
+    def test_acr_push(self) -> None:
+        """An ACR push is a build from provider acr, titled with its image."""
+        body = self.post("/events/webhook/acme/app", ACR_PUSH).json()
+        data = decoded(self.store.secrets[body["builds"][0]])
+        self.assertEqual(data["event_provider"], "acr")
+        self.assertEqual(data["short_title"], "hello-world:v1")
+        self.assertIn("myregistry.azurecr.io/hello-world:v1", data["long_title"])
+
+    def test_ignored_events(self) -> None:
+        """A ping makes no build and says why."""
+        reply = self.post("/events/webhook/acme/app", ACR_PING)
+        self.assertEqual(reply.code, 200)
+        self.assertEqual(reply.json()["status"], "ignored")
+        self.assertIn("ping", reply.json()["reason"])
+        self.assertEqual(self.store.builds(), [])
+
+    def test_unknown_project_unauthenticated(self) -> None:
+        """Under require=always an unknown project is 401, like a wrong token."""
+        unknown = self.post("/events/webhook/nobody/here")
+        wrong = self.call("POST", "/events/webhook/acme/app?token=nope", DOCKERHUB)
+        self.assertEqual(unknown.code, 401)
+        self.assertEqual(unknown.json(), wrong.json())
+        self.assertEqual(unknown.headers.getRawHeaders("WWW-Authenticate"),
+                         ['Bearer realm="brigade-crgw"'])
+        self.assertEqual(self.store.builds(), [])
+
+    def test_unknown_project_when_configured(self) -> None:
+        """Under require=when-configured an unknown project is 404, as v1 said
+        (with 404 rather than v1's 400)."""
+        client = self.gateway(require="when-configured")
+        reply = self.post("/events/webhook/nobody/here", client=client)
+        self.assertEqual((reply.code, reply.json()), (404, {"status": "project not found"}))
+
+    def test_project_without_token(self) -> None:
+        """A project without a token refuses under always, accepts under when-configured."""
+        self.store.put(project_secret("open/app", token=None))
+        refused = self.call("POST", "/events/webhook/open/app", DOCKERHUB)
+        self.assertEqual(refused.code, 401)
+        self.assertIn("crGatewayToken", refused.json()["reason"])
+        accepted = self.call("POST", "/events/webhook/open/app", DOCKERHUB,
+                             client=self.gateway(require="when-configured"))
+        self.assertEqual(accepted.code, 200)
+
+    def test_not_json(self) -> None:
+        """A body that is not JSON is a 400 with a reason."""
+        reply = self.post("/events/webhook/acme/app", b"{not json")
+        self.assertEqual(reply.code, 400)
+        self.assertEqual(reply.json()["status"], "bad request")
+
+    def test_media_type(self) -> None:
+        """A non-JSON media type is 415; JSON variants are accepted."""
+        reply = self.post("/events/webhook/acme/app", headers={"Content-Type": "text/html"})
+        self.assertEqual(reply.code, 415)
+        for content_type in ("application/json; charset=utf-8",
+                             "application/vnd.docker.distribution.events.v2+json",
+                             "application/cloudevents+json"):
+            reply = self.post("/events/webhook/acme/app", headers={"Content-Type": content_type})
+            self.assertEqual(reply.code, 200, content_type)
+
+    def test_store_down(self) -> None:
+        """With Kubernetes unreachable the answer is 503 with Retry-After, and
+        the next delivery succeeds once it is back."""
+        self.store.down = True
+        reply = self.post("/events/webhook/acme/app")
+        self.assertEqual(reply.code, 503)
+        self.assertEqual(reply.headers.getRawHeaders("Retry-After"), ["5"])
+        self.store.down = False
+        self.assertEqual(self.post("/events/webhook/acme/app").code, 200)
+
+    def test_strict_refuses_unknown_payloads(self) -> None:
+        """An unrecognised JSON body is a generic build, or 422 when strict."""
+        body = b'{"hello": "world"}'
+        lenient = self.post("/events/webhook/acme/app", body)
+        self.assertEqual(lenient.code, 200)
+        data = decoded(self.store.secrets[lenient.json()["builds"][0]])
+        self.assertEqual(data["event_provider"], "generic")
+        strict = self.post("/events/webhook/acme/app", body, client=self.gateway(strict=True))
+        self.assertEqual(strict.code, 422)
+
+    def test_not_found_and_method(self) -> None:
+        """Other paths are JSON 404s; wrong methods JSON 405s."""
+        missing = self.call("GET", "/nothing")
+        self.assertEqual(missing.code, 404)
+        self.assertEqual(missing.json()["status"], "not found")
+        wrong = self.call("GET", "/events/webhook/acme/app")
+        self.assertEqual(wrong.code, 405)
+        self.assertEqual(wrong.json()["status"], "method not allowed")
+
+    def test_cloudevents_handshake(self) -> None:
+        """OPTIONS with WebHook-Request-Origin is allowed, for CloudEvents webhooks."""
+        reply = self.call("OPTIONS", "/events/webhook/acme/app",
+                          headers={"WebHook-Request-Origin": "eventgrid.azure.net"})
+        self.assertEqual(reply.code, 200)
+        self.assertEqual(reply.headers.getRawHeaders("WebHook-Allowed-Origin"),
+                         ["eventgrid.azure.net"])
+
+    def test_bad_names_are_400(self) -> None:
+        """Encoded slashes, dot segments and odd characters in names are 400."""
+        for url in ("/events/webhook/acme%2Fapp", "/events/webhook/../app",
+                    "/events/webhook/acme/..", "/events/webhook/acme/app/a..b",
+                    "/events/webhook/ac%00me/app", "/events/dockerhub/onlyone"):
+            self.assertEqual(self.post(url).code, 400, url)
+        self.assertEqual(self.store.builds(), [])
+
+
+@pytest.mark.parametrize(
+    ("path", "commit", "target"),
+    [
+        (b"/events/webhook/acme/app", None, ("acme/app", "")),
+        (b"/events/webhook/acme/app/feature/x/y", None, ("acme/app", "feature/x/y")),
+        (b"/events/webhook/brigade-abc", "v1", ("brigade-abc", "v1")),
+        (b"/events/dockerhub/acme/app/v1", "v1", ("acme/app", "v1")),
+    ],
+)
+def test_parse_target(path: bytes, commit: str | None, target: tuple[str, str]) -> None:
+    """Project and commit-ish are read from the raw path and the query."""
+    route = path.split(b"/")[2].decode()
+    parsed = parse_target(path, route, commit)
+    assert (parsed.project, parsed.commit) == target
+
+
+@pytest.mark.parametrize("commit", ["a..b", "/x", "x/", "x//y", "a b", "x" * 201, "$(x)"])
+def test_bad_commits(commit: str) -> None:
+    """Commit-ishes that git would refuse, or that could be mischief, are 400."""
+    with pytest.raises(Refusal) as e:
+        parse_target(b"/events/webhook/acme/app", "webhook", commit)
+    assert e.value.code == 400
