@@ -1,16 +1,50 @@
-# The two commands of the quickstart are `make run` and `make test`.
+# The quickstart is two commands: `make run` and `make test`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+SOURCES := setup.py $(shell find brigade_crgw twisted -name '*.py' 2>/dev/null)
 
-.PHONY: venv run test lint bench clean control-plane-up control-plane-down
+.PHONY: venv run test test-fast lint bench plane-up plane-down clean
 
 venv: $(VENV)/.installed
 
-# A plain (non-editable) install: twistd finds plugins only in
+# A regular (non-editable) install: twistd finds plugins only in
 # twisted/plugins directories on sys.path, which an editable install hides.
-$(VENV)/.installed: setup.py
-	$(PYTHON) -m venv $(VENV)
+# Tests and `make run` still run this working tree (PYTHONPATH).
+$(VENV)/.installed: $(SOURCES)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet '.[test]'
 	touch $@
+
+# The gateway on 127.0.0.1:7744 in the foreground, with a demo project;
+# starts the local control plane when no cluster is configured.
+run: venv
+	$(BIN)/python scripts/demo.py
+
+# Everything: unit, in-memory HTTP, and the real daemon against a real API
+# server (the local control plane, built and started when needed).
+test: venv
+	$(BIN)/python -m pytest
+
+# The tests that need no API server.
+test-fast: venv
+	$(BIN)/python -m pytest -m 'not integration'
+
+lint: venv
+	$(BIN)/ruff check brigade_crgw tests scripts
+	$(BIN)/ruff format --check brigade_crgw
+	$(BIN)/mypy brigade_crgw
+
+bench: venv
+	$(BIN)/python bench/run.py
+
+plane-up: venv
+	scripts/control-plane up
+
+plane-down:
+	scripts/control-plane down
+
+clean:
+	-scripts/control-plane down
+	rm -rf $(VENV) build *.egg-info

@@ -97,7 +97,9 @@ _SHA256 = _signed(hashlib.sha256)
 _SHA1 = _signed(hashlib.sha1)
 
 # Header, how to read the presented value, how a token would sign the body.
-_SIGNATURES: tuple[tuple[str, str, Callable[[str], bytes | None], Callable[[bytes, bytes], bytes]], ...] = (
+_SIGNATURES: tuple[
+    tuple[str, str, Callable[[str], bytes | None], Callable[[bytes, bytes], bytes]], ...
+] = (
     ("github-signature", "x-hub-signature-256", lambda v: _hex_signature(v, "sha256="), _SHA256),
     ("jfrog-signature", "x-jfrog-event-auth", _hex_signature, _SHA256),
     ("nexus-signature", "x-nexus-webhook-signature", _hex_signature, _SHA1),
@@ -128,10 +130,10 @@ def matches(tokens: list[bytes], presented: Presented) -> str | None:
         for method, value in plain:
             if _equal(value, token) and found is None:
                 found = method
-        for method, header, read, sign in _SIGNATURES:
+        for method, header, parse, sign in _SIGNATURES:
             if header not in presented.headers:
                 continue
-            signature = read(presented.headers[header])
+            signature = parse(presented.headers[header])
             if signature is not None and _equal(signature, sign(token, presented.body)):
                 found = found or method
     return found

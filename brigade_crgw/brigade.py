@@ -76,20 +76,21 @@ def ulid(milliseconds: int, randomness: bytes) -> str:
     return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
-def build_id(project: Project, event: ImageEvent) -> str:
+def build_id(project: Project, event: ImageEvent, commit: str = "") -> str:
     """A build ID for ``event``: random, unless the event has an identity.
 
     A redelivered event (same delivery identity) gets the same ID, so its
     Secret name is taken and no second build is made: the time part comes
     from the event's own timestamp, the rest from a hash of the project, the
-    identity and the tag.
+    identity, the tag and the commit-ish (two webhooks of one registry that
+    name different commits are two builds, not a redelivery).
     """
     if not event.delivery_id:
         return ulid(int(time.time() * 1000), os.urandom(10))
     when = int(event.timestamp.timestamp() * 1000) if event.timestamp else 0
     when = min(max(when, 0), (1 << 48) - 1)
     digest = hashlib.sha256(
-        "\0".join((project.id, event.delivery_id, event.tag)).encode("utf-8")
+        "\0".join((project.id, event.delivery_id, event.tag, commit)).encode("utf-8")
     ).digest()
     return ulid(when, digest[:10])
 
@@ -144,7 +145,7 @@ def build_secret(
     :param commit: the commit-ish from the URL or ``?commit=``.
     """
     name = f"brigade-worker-{build}"
-    data = {
+    data: dict[str, str | bytes] = {
         "script": project.data.get("defaultScript", ""),
         "config": "",
         "payload": event.payload,

@@ -68,8 +68,16 @@ def _positive_float(key: str, text: str) -> float:
 
 
 def _boolean(key: str, text: str) -> bool:
-    words = {"true": True, "yes": True, "on": True, "1": True,
-             "false": False, "no": False, "off": False, "0": False}
+    words = {
+        "true": True,
+        "yes": True,
+        "on": True,
+        "1": True,
+        "false": False,
+        "no": False,
+        "off": False,
+        "0": False,
+    }
     try:
         return words[text.strip().lower()]
     except KeyError:

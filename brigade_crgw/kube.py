@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import attr
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from .brigade import Project
@@ -90,7 +90,7 @@ class KubeStore:
             response = client.CoreV1Api(self.api).read_namespaced_secret(
                 project_id, self.namespace, _request_timeout=self.timeout, _preload_content=False
             )
-            secret = _json(response.data)
+            secret = _json(response.data)  # type: ignore[arg-type]
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -102,7 +102,9 @@ class KubeStore:
     def create_build(self, secret: Mapping[str, Any]) -> bool:
         try:
             client.CoreV1Api(self.api).create_namespaced_secret(
-                self.namespace, dict(secret), _request_timeout=self.timeout,
+                self.namespace,
+                dict(secret),  # type: ignore[arg-type]
+                _request_timeout=self.timeout,
                 _preload_content=False,
             )
         except ApiException as e:

@@ -8,8 +8,9 @@ configuration ends the process with one line and no traceback;
 from __future__ import annotations
 
 import os
+import signal
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import attr
 from twisted.application.internet import StreamServerEndpointService
@@ -17,6 +18,7 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
@@ -25,7 +27,7 @@ from twisted.web.server import Site
 
 from .config import Config, ConfigError
 from .kube import KubeStore, StoreConfigError, load_api_client
-from .web import Gateway, InFlight, bounded_request
+from .web import Gateway, InFlight, access_log_formatter, bounded_request
 
 log = Logger()
 # How long shutdown waits for webhooks in flight before stopping anyway.
@@ -34,7 +36,12 @@ DRAIN_SECONDS = 30.0
 
 class Options(usage.Options):
     optParameters = [
-        ["config", "c", None, "The ini file (see etc/brigade-crgw.ini); defaults apply without one."],
+        [
+            "config",
+            "c",
+            None,
+            "The ini file (see etc/brigade-crgw.ini); defaults apply without one.",
+        ],
         ["listen", None, None, "Override [server] listen: an endpoint string, e.g. tcp:7744."],
         ["namespace", None, None, "Override [kubernetes] namespace (and $BRIGADE_NAMESPACE)."],
         ["kubeconfig", None, None, "Override [kubernetes] kubeconfig."],
@@ -52,7 +59,9 @@ class Options(usage.Options):
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
         except (ValueError, KeyError, TypeError) as e:
-            raise usage.UsageError(f"[server] listen: {config.listen!r} is not an endpoint: {e}") from None
+            raise usage.UsageError(
+                f"[server] listen: {config.listen!r} is not an endpoint: {e}"
+            ) from None
         try:
             api = load_api_client(config.kubeconfig, config.context, config.threads)
         except StoreConfigError as e:
@@ -76,7 +85,7 @@ class ThreadPoolService(Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         drained = self.in_flight.drained()
-        drained.addTimeout(DRAIN_SECONDS, reactor)  # type: ignore[arg-type]
+        drained.addTimeout(DRAIN_SECONDS, reactor)
 
         def stop(result: Any) -> None:
             if self.in_flight.count:
@@ -86,24 +95,49 @@ class ThreadPoolService(Service):
         return drained.addBoth(stop)
 
 
+class CleanExitOnTerm(Service):
+    """Makes SIGTERM a clean stop that exits 0.
+
+    twistd's own handler re-raises the signal after shutdown, so the process
+    would end "killed by SIGTERM" (143 in Kubernetes) even when it drained
+    every webhook.  The reactor installs its own handlers once it runs, so
+    this one is installed just after, in their place.
+    """
+
+    def startService(self) -> None:
+        super().startService()
+        reactor.callWhenRunning(signal.signal, signal.SIGTERM, self._stop)
+
+    def _stop(self, signum: int, frame: object) -> None:
+        log.info("received SIGTERM: finishing webhooks in flight, then exiting")
+        reactor.callFromThread(reactor.stop)
+
+
 def makeService(options: Options) -> IService:
     config: Config = options["parsed"]
     pool = ThreadPool(minthreads=1, maxthreads=config.threads, name="brigade-crgw")
     in_flight = InFlight(config.max_in_flight)
     store = KubeStore(options["api"], config.namespace, config.request_timeout)
-    gateway = Gateway(config, store, partial(deferToThreadPool, reactor, pool), in_flight=in_flight)
+    gateway = Gateway(config, store, partial(deferToThreadPool, cast(IReactorFromThreads, reactor), pool), in_flight=in_flight)
     site = Site(
         gateway.app.resource(),
         requestFactory=bounded_request(config.max_body_bytes, config.read_timeout),
         parsePOSTFormSubmission=False,
+        # Idle connections (and senders that stall) are closed after this.
+        timeout=config.read_timeout,
+        logFormatter=access_log_formatter,
     )
-    site.timeout = config.read_timeout
     log.info(
-        "brigade-crgw listening on {listen}, namespace {namespace}, {threads} threads, "
-        "pid {pid}", listen=config.listen, namespace=config.namespace,
-        threads=config.threads, pid=os.getpid(),
+        "brigade-crgw listening on {listen}, namespace {namespace}, {threads} threads, pid {pid}",
+        listen=config.listen,
+        namespace=config.namespace,
+        threads=config.threads,
+        pid=os.getpid(),
     )
     top = MultiService()
+    CleanExitOnTerm().setServiceParent(top)
     ThreadPoolService(pool, in_flight).setServiceParent(top)
-    StreamServerEndpointService(serverFromString(reactor, config.listen), site).setServiceParent(top)
+    StreamServerEndpointService(serverFromString(reactor, config.listen), site).setServiceParent(
+        top
+    )
     return top

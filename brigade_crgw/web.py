@@ -20,6 +20,7 @@ from klein import Klein
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.http import Request as HTTPRequest
+from twisted.web.http import combinedLogFormatter
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
@@ -32,6 +33,7 @@ log = Logger()
 Runner = Callable[..., "Deferred[Any]"]
 
 RETRY_AFTER = "5"
+FLUSH_SECONDS = 0.2
 # GitHub-style names: letters, digits, '.', '_' and '-'; never '.' or '..'.
 _NAME = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,100}$")
 # A commit-ish as git allows it, minus anything that could be mischief.
@@ -47,8 +49,9 @@ class Refusal(Exception):
     :param reason: a sentence for the sender, never holding a secret.
     """
 
-    def __init__(self, code: int, status: str, reason: str = "",
-                 headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, code: int, status: str, reason: str = "", headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(reason or status)
         self.code, self.status, self.reason = code, status, reason
         self.headers = dict(headers or {})
@@ -58,8 +61,9 @@ def _unavailable(reason: str) -> Refusal:
     return Refusal(503, "unavailable", reason, {"Retry-After": RETRY_AFTER})
 
 
-def write_json(request: IRequest, code: int, body: Mapping[str, Any],
-               headers: Mapping[str, str] | None = None) -> bytes:
+def write_json(
+    request: IRequest, code: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
+) -> bytes:
     """Set the status and headers of a JSON answer; return its bytes."""
     request.setResponseCode(code)
     request.setHeader("Content-Type", "application/json")
@@ -92,11 +96,12 @@ class InFlight:
     def leave(self) -> None:
         self.count -= 1
         if self.count == 0 and self._waiting:
-            # On the next turn of the reactor, after the last answer's
-            # bytes have gone to the socket.
+            # A finished answer may still sit in its connection's buffer, and
+            # shutdown closes connections without flushing them: give the
+            # reactor a few turns to write it first.
             from twisted.internet import reactor
 
-            reactor.callLater(0, self._release)  # type: ignore[attr-defined]
+            reactor.callLater(FLUSH_SECONDS, self._release)
 
     def _release(self) -> None:
         if self.count == 0:
@@ -133,7 +138,7 @@ def parse_target(raw_path: bytes, route: str, query_commit: str | None) -> Targe
     :raises Refusal: 400 naming what is wrong.
     """
     prefix = f"/events/{route}/".encode()
-    rest = raw_path[len(prefix):].decode("ascii", "replace")
+    rest = raw_path[len(prefix) :].decode("ascii", "replace")
     segments = rest.split("/")
     if route == "webhook" and len(segments) == 1:
         names, commit_parts = segments, []
@@ -143,8 +148,11 @@ def parse_target(raw_path: bytes, route: str, query_commit: str | None) -> Targe
         raise Refusal(400, "bad request", f"the URL must be /events/{route}/<org>/<repo>")
     for name in names:
         if not _NAME.match(name):
-            raise Refusal(400, "bad request",
-                          "a project name is letters, digits, '.', '_' and '-' (at most 100)")
+            raise Refusal(
+                400,
+                "bad request",
+                "a project name is letters, digits, '.', '_' and '-' (at most 100)",
+            )
     commit = "/".join(commit_parts)
     if query_commit is not None:
         if commit and query_commit != commit:
@@ -178,8 +186,9 @@ def _check_media_type(headers: Mapping[str, str]) -> None:
     since some registries send none."""
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type and not _JSON_TYPE.match(content_type):
-        raise Refusal(415, "unsupported media type",
-                      "the body must be JSON (Content-Type: application/json)")
+        raise Refusal(
+            415, "unsupported media type", "the body must be JSON (Content-Type: application/json)"
+        )
 
 
 @attr.s(auto_attribs=True)
@@ -225,10 +234,15 @@ class Gateway:
         return b""
 
     @app.route("/events/<any(webhook, dockerhub):route>/<path:rest>", methods=["POST"])
-    async def webhook(self, request: IRequest, route: str, rest: str) -> bytes:
+    async def webhook(self, request: Request, route: str, rest: str) -> bytes:
         started = self.clock()
-        fields: dict[str, Any] = {"project": "", "registry": "", "repository": "", "tag": "",
-                                  "builds": []}
+        fields: dict[str, Any] = {
+            "project": "",
+            "registry": "",
+            "repository": "",
+            "tag": "",
+            "builds": [],
+        }
         try:
             self.in_flight.enter()
         except Refusal as refusal:
@@ -247,8 +261,9 @@ class Gateway:
         self._log(code, fields, started)
         return write_json(request, code, body)
 
-    async def _deliver(self, request: IRequest, route: str,
-                       fields: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    async def _deliver(
+        self, request: IRequest, route: str, fields: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
         headers = _headers(request)
         _check_media_type(headers)
         target = parse_target(request.path, route, _query(request, "commit"))
@@ -268,11 +283,15 @@ class Gateway:
                 auth.authorise, self.policy, project.data if project else None, presented
             )
         except auth.Unauthorized as e:
-            raise Refusal(401, "unauthorized", str(e),
-                          {"WWW-Authenticate": 'Bearer realm="brigade-crgw"'}) from None
+            raise Refusal(
+                401, "unauthorized", str(e), {"WWW-Authenticate": 'Bearer realm="brigade-crgw"'}
+            ) from None
         if method == "none":
-            log.warn("project {project} has no token: anyone can trigger it "
-                     "([auth] require = when-configured)", project=project_id)
+            log.warn(
+                "project {project} has no token: anyone can trigger it "
+                "([auth] require = when-configured)",
+                project=project_id,
+            )
         assert project is not None
 
         try:
@@ -283,21 +302,26 @@ class Gateway:
         if delivery.reply is not None:
             return 200, delivery.reply
         if delivery.registry == "generic" and self.config.strict:
-            raise Refusal(422, "unrecognised payload",
-                          "no known registry sends this payload ([gateway] strict = true)")
+            raise Refusal(
+                422,
+                "unrecognised payload",
+                "no known registry sends this payload ([gateway] strict = true)",
+            )
         chosen = [e for e in delivery.events if e.action in self.config.event_types]
         if delivery.events:
             fields["repository"] = delivery.events[0].repository
             fields["tag"] = delivery.events[0].tag
         if not chosen:
             actions = sorted({e.action for e in delivery.events}) or ["nothing"]
-            return 200, {"status": "ignored",
-                         "reason": f"{delivery.registry} sent {', '.join(actions)}; "
-                                   f"builds are made for {', '.join(sorted(self.config.event_types))}"}
+            return 200, {
+                "status": "ignored",
+                "reason": f"{delivery.registry} sent {', '.join(actions)}; "
+                f"builds are made for {', '.join(sorted(self.config.event_types))}",
+            }
 
         for event in chosen:
             secret = brigade.build_secret(
-                project, event, brigade.build_id(project, event), target.commit
+                project, event, brigade.build_id(project, event, target.commit), target.commit
             )
             try:
                 await self.run(self.store.create_build, secret)
@@ -306,8 +330,9 @@ class Gateway:
             fields["builds"].append(secret["metadata"]["name"])  # type: ignore[index]
         return 200, {"status": "Success", "builds": fields["builds"]}
 
-    def _refuse(self, request: IRequest, refusal: Refusal, fields: dict[str, Any],
-                started: float) -> bytes:
+    def _refuse(
+        self, request: IRequest, refusal: Refusal, fields: dict[str, Any], started: float
+    ) -> bytes:
         self._log(refusal.code, fields, started, refusal.reason or refusal.status)
         return write_json(request, refusal.code, _refusal_body(refusal), refusal.headers)
 
@@ -315,33 +340,63 @@ class Gateway:
         log.info(
             "webhook project={project} registry={registry} repository={repository} tag={tag} "
             "builds={builds} code={code} duration={duration:.3f}s{why}",
-            code=code, duration=self.clock() - started,
-            why=f" reason={reason!r}" if reason else "", **fields,
+            code=code,
+            duration=self.clock() - started,
+            why=f" reason={reason!r}" if reason else "",
+            **fields,
         )
 
     @app.handle_errors(NotFound)
     def not_found(self, request: IRequest, failure: Any) -> bytes:
-        return write_json(request, 404, {"status": "not found",
-                                         "reason": "POST webhooks to /events/webhook/<org>/<repo>"})
+        return write_json(
+            request,
+            404,
+            {"status": "not found", "reason": "POST webhooks to /events/webhook/<org>/<repo>"},
+        )
 
     @app.handle_errors(MethodNotAllowed)
     def not_allowed(self, request: IRequest, failure: Any) -> bytes:
         allowed = getattr(failure.value, "valid_methods", None) or []
-        return write_json(request, 405, {"status": "method not allowed"},
-                          {"Allow": ", ".join(allowed)} if allowed else None)
+        return write_json(
+            request,
+            405,
+            {"status": "method not allowed"},
+            {"Allow": ", ".join(allowed)} if allowed else None,
+        )
+
+
+_TOKEN_IN_QUERY = re.compile(rb"([?&]token=)[^&]*", re.IGNORECASE)
+
+
+class _Redacted:
+    """A request as the access log sees it: its URI without ``?token=``."""
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+        self.uri = _TOKEN_IN_QUERY.sub(rb"\1REDACTED", request.uri)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)
+
+
+def access_log_formatter(timestamp: str, request: Request) -> str:
+    """The combined log format, with any ``?token=`` value redacted."""
+    return combinedLogFormatter(timestamp, _Redacted(request))
 
 
 def _raw_refusal(request: HTTPRequest, code: int, phrase: str, reason: str) -> None:
     """Answer before the body is complete, then close: the rest is not read."""
     body = json.dumps({"status": phrase.lower(), "reason": reason}).encode() + b"\n"
     transport = request.channel.transport
+    assert transport is not None
     transport.write(
         b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
         b"Connection: close\r\n\r\n%s" % (code, phrase.encode(), len(body), body)
     )
     transport.loseConnection()
-    log.info("refused a request while reading it: code={code} reason={reason}",
-             code=code, reason=reason)
+    log.info(
+        "refused a request while reading it: code={code} reason={reason}", code=code, reason=reason
+    )
 
 
 class BoundedRequest(Request):
@@ -362,7 +417,7 @@ class BoundedRequest(Request):
         from twisted.internet import reactor
 
         self._received = 0
-        self._timer = reactor.callLater(self.deadline, self._too_slow)  # type: ignore[attr-defined]
+        self._timer = reactor.callLater(self.deadline, self._too_slow)
 
     def _refuse(self, code: int, phrase: str, reason: str) -> None:
         if not self.refused:

@@ -104,7 +104,9 @@ def build() -> dict[str, Path]:
         return wanted
     go = shutil.which("go")
     if go is None:
-        raise PlaneError("the Go toolchain (`go`) is not on PATH; it builds kube-apiserver and etcd")
+        raise PlaneError(
+            "the Go toolchain (`go`) is not on PATH; it builds kube-apiserver and etcd"
+        )
     bin_dir = cache_dir() / "bin"
     bin_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -127,14 +129,30 @@ def build() -> dict[str, Path]:
             }.items()
         )
         _run(
-            [go, "build", "-trimpath", "-ldflags", f"-s -w {version_flags}",
-             "-o", str(wanted["kube-apiserver"]) + ".tmp", "k8s.io/kubernetes/cmd/kube-apiserver"],
+            [
+                go,
+                "build",
+                "-trimpath",
+                "-ldflags",
+                f"-s -w {version_flags}",
+                "-o",
+                str(wanted["kube-apiserver"]) + ".tmp",
+                "k8s.io/kubernetes/cmd/kube-apiserver",
+            ],
             work,
             env,
         )
         _run(
-            [go, "build", "-trimpath", "-ldflags", "-s -w",
-             "-o", str(wanted["etcd"]) + ".tmp", ETCD_MODULE],
+            [
+                go,
+                "build",
+                "-trimpath",
+                "-ldflags",
+                "-s -w",
+                "-o",
+                str(wanted["etcd"]) + ".tmp",
+                ETCD_MODULE,
+            ],
             work,
             env,
         )
@@ -158,19 +176,59 @@ def _make_certificates() -> None:
     certificate and the key that signs ServiceAccount tokens."""
     if shutil.which("openssl") is None:
         raise PlaneError("`openssl` is not on PATH; it makes the plane's certificates")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
-             "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=brigade-crgw-dev-ca")
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "3650",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-subj",
+        "/CN=brigade-crgw-dev-ca",
+    )
     for name, subject, usage in (
-        ("apiserver", "/CN=kube-apiserver",
-         "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost"),
+        (
+            "apiserver",
+            "/CN=kube-apiserver",
+            "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost",
+        ),
         ("admin", "/O=system:masters/CN=brigade-crgw-admin", "extendedKeyUsage=clientAuth"),
     ):
         (STATE / f"{name}.ext").write_text(usage + "\n")
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
-                 "-out", f"{name}.csr", "-subj", subject)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-days", "3650", "-out", f"{name}.crt",
-                 "-extfile", f"{name}.ext")
+        _openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            subject,
+        )
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "3650",
+            "-out",
+            f"{name}.crt",
+            "-extfile",
+            f"{name}.ext",
+        )
     _openssl("genrsa", "-out", "sa.key", "2048")
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub")
 
@@ -186,8 +244,14 @@ def _free_port() -> int:
 
 def _spawn(name: str, argv: list[str]) -> int:
     log = (STATE / f"{name}.log").open("ab")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            cwd=STATE, start_new_session=True)
+    proc = subprocess.Popen(
+        argv,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=STATE,
+        start_new_session=True,
+    )
     return proc.pid
 
 
@@ -217,8 +281,9 @@ def _readyz(state: dict[str, Any], timeout: float = 2.0) -> bool:
     context = ssl.create_default_context(cafile=str(STATE / "ca.crt"))
     context.load_cert_chain(str(STATE / "admin.crt"), str(STATE / "admin.key"))
     try:
-        with urllib.request.urlopen(state["server"] + "/readyz", context=context,
-                                    timeout=timeout) as response:
+        with urllib.request.urlopen(
+            state["server"] + "/readyz", context=context, timeout=timeout
+        ) as response:
             return response.status == 200 and response.read() == b"ok"
     except (OSError, urllib.error.URLError):
         return False
@@ -248,29 +313,63 @@ def _start() -> dict[str, Any]:
     etcd_port, peer_port, api_port = _free_port(), _free_port(), _free_port()
     etcd_url, peer_url = f"http://127.0.0.1:{etcd_port}", f"http://127.0.0.1:{peer_port}"
     pids = {
-        "etcd": _spawn("etcd", [
-            str(bins["etcd"]), "--name", "plane", "--data-dir", str(STATE / "etcd"),
-            "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
-            "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-            "--initial-cluster", f"plane={peer_url}",
-            # A throwaway development store: durability buys nothing here.
-            "--unsafe-no-fsync",
-        ]),
+        "etcd": _spawn(
+            "etcd",
+            [
+                str(bins["etcd"]),
+                "--name",
+                "plane",
+                "--data-dir",
+                str(STATE / "etcd"),
+                "--listen-client-urls",
+                etcd_url,
+                "--advertise-client-urls",
+                etcd_url,
+                "--listen-peer-urls",
+                peer_url,
+                "--initial-advertise-peer-urls",
+                peer_url,
+                "--initial-cluster",
+                f"plane={peer_url}",
+                # A throwaway development store: durability buys nothing here.
+                "--unsafe-no-fsync",
+            ],
+        ),
     }
-    pids["kube-apiserver"] = _spawn("kube-apiserver", [
-        str(bins["kube-apiserver"]),
-        "--etcd-servers", etcd_url,
-        "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
-        "--secure-port", str(api_port), "--cert-dir", str(STATE / "certs"),
-        "--tls-cert-file", "apiserver.crt", "--tls-private-key-file", "apiserver.key",
-        "--client-ca-file", "ca.crt",
-        "--authorization-mode", "Node,RBAC",
-        "--service-account-issuer", "https://kubernetes.default.svc",
-        "--service-account-key-file", "sa.pub",
-        "--service-account-signing-key-file", "sa.key",
-        "--service-cluster-ip-range", "10.96.0.0/24",
-        "--endpoint-reconciler-type", "none",
-    ])
+    pids["kube-apiserver"] = _spawn(
+        "kube-apiserver",
+        [
+            str(bins["kube-apiserver"]),
+            "--etcd-servers",
+            etcd_url,
+            "--bind-address",
+            "127.0.0.1",
+            "--advertise-address",
+            "127.0.0.1",
+            "--secure-port",
+            str(api_port),
+            "--cert-dir",
+            str(STATE / "certs"),
+            "--tls-cert-file",
+            "apiserver.crt",
+            "--tls-private-key-file",
+            "apiserver.key",
+            "--client-ca-file",
+            "ca.crt",
+            "--authorization-mode",
+            "Node,RBAC",
+            "--service-account-issuer",
+            "https://kubernetes.default.svc",
+            "--service-account-key-file",
+            "sa.pub",
+            "--service-account-signing-key-file",
+            "sa.key",
+            "--service-cluster-ip-range",
+            "10.96.0.0/24",
+            "--endpoint-reconciler-type",
+            "none",
+        ],
+    )
     state = {"server": f"https://127.0.0.1:{api_port}", "etcd": etcd_url, "pids": pids}
     (STATE / "plane.json").write_text(json.dumps(state, indent=2) + "\n")
     deadline = time.monotonic() + READY_TIMEOUT
@@ -279,8 +378,10 @@ def _start() -> dict[str, Any]:
             if not _alive(pid):
                 raise PlaneError(f"{name} exited during start-up; its log ends:\n{_log_tail(name)}")
         if time.monotonic() > deadline:
-            raise PlaneError("kube-apiserver was not ready within "
-                             f"{READY_TIMEOUT:.0f}s; its log ends:\n{_log_tail('kube-apiserver')}")
+            raise PlaneError(
+                "kube-apiserver was not ready within "
+                f"{READY_TIMEOUT:.0f}s; its log ends:\n{_log_tail('kube-apiserver')}"
+            )
         time.sleep(0.25)
     return state
 
@@ -289,17 +390,23 @@ def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def write_kubeconfig(path: Path, server: str, ca_data: str, user: dict[str, str],
-                     namespace: str) -> None:
+def write_kubeconfig(
+    path: Path, server: str, ca_data: str, user: dict[str, str], namespace: str
+) -> None:
     """Write a one-context kubeconfig (JSON, which every YAML reader reads)."""
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "plane", "cluster": {"server": server,
-                                                   "certificate-authority-data": ca_data}}],
+        "clusters": [
+            {"name": "plane", "cluster": {"server": server, "certificate-authority-data": ca_data}}
+        ],
         "users": [{"name": "user", "user": user}],
-        "contexts": [{"name": "plane", "context": {"cluster": "plane", "user": "user",
-                                                   "namespace": namespace}}],
+        "contexts": [
+            {
+                "name": "plane",
+                "context": {"cluster": "plane", "user": "user", "namespace": namespace},
+            }
+        ],
         "current-context": "plane",
     }
     path.write_text(json.dumps(config, indent=2) + "\n")
@@ -366,16 +473,23 @@ def up() -> dict[str, Any]:
     else:
         say(f"reusing the plane at {state['server']}")
     ca = _b64(STATE / "ca.crt")
-    write_kubeconfig(admin_kubeconfig(), state["server"], ca, {
-        "client-certificate-data": _b64(STATE / "admin.crt"),
-        "client-key-data": _b64(STATE / "admin.key"),
-    }, DEFAULT_NAMESPACE)
+    write_kubeconfig(
+        admin_kubeconfig(),
+        state["server"],
+        ca,
+        {
+            "client-certificate-data": _b64(STATE / "admin.crt"),
+            "client-key-data": _b64(STATE / "admin.key"),
+        },
+        DEFAULT_NAMESPACE,
+    )
     if not gateway_kubeconfig().exists():
         api = admin_api()
         apply_rbac(api, DEFAULT_NAMESPACE)
         token = gateway_token(api, DEFAULT_NAMESPACE)
-        write_kubeconfig(gateway_kubeconfig(), state["server"], ca, {"token": token},
-                         DEFAULT_NAMESPACE)
+        write_kubeconfig(
+            gateway_kubeconfig(), state["server"], ca, {"token": token}, DEFAULT_NAMESPACE
+        )
     return state
 
 
@@ -418,8 +532,10 @@ def main(argv: list[str]) -> int:
             if state is None:
                 print("not running")
                 return 1
-            print(f"running: kube-apiserver {state['server']} (pid {state['pids']['kube-apiserver']}),"
-                  f" etcd {state['etcd']} (pid {state['pids']['etcd']}), state in {STATE}")
+            print(
+                f"running: kube-apiserver {state['server']} (pid {state['pids']['kube-apiserver']}),"
+                f" etcd {state['etcd']} (pid {state['pids']['etcd']}), state in {STATE}"
+            )
         elif command == "env":
             print(f"export KUBECONFIG={admin_kubeconfig()}")
             print(f"# the gateway's own identity: {gateway_kubeconfig()}")

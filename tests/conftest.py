@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_controlplane() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("controlplane", ROOT / "scripts" / "controlplane.py")
+    spec = importlib.util.spec_from_file_location(
+        "controlplane", ROOT / "scripts" / "controlplane.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

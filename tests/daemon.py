@@ -42,22 +42,35 @@ class Daemon:
     port: int
     log_path: Path
 
-    def request(self, method: str, path: str, body: bytes = b"",
-                headers: dict[str, str] | None = None, timeout: float = 30.0) -> Answer:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> Answer:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             connection.request(method, path, body=body, headers=headers or {})
             response = connection.getresponse()
-            return Answer(response.status, {k.lower(): v for k, v in response.getheaders()},
-                          response.read())
+            return Answer(
+                response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+            )
         finally:
             connection.close()
 
-    def post(self, path: str, body: bytes | dict[str, Any], headers: dict[str, str] | None = None,
-             **kwargs: Any) -> Answer:
+    def post(
+        self,
+        path: str,
+        body: bytes | dict[str, Any],
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Answer:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return self.request("POST", path, raw,
-                            {"Content-Type": "application/json", **(headers or {})}, **kwargs)
+        return self.request(
+            "POST", path, raw, {"Content-Type": "application/json", **(headers or {})}, **kwargs
+        )
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -76,8 +89,9 @@ class Daemon:
             return self.process.wait()
 
 
-def start(tmp: Path, namespace: str, kubeconfig: Path, ini: str = "",
-          timeout: float = 30.0) -> Daemon:
+def start(
+    tmp: Path, namespace: str, kubeconfig: Path, ini: str = "", timeout: float = 30.0
+) -> Daemon:
     """Start the gateway on a free loopback port and wait until it answers.
 
     :param ini: extra ini text; it must not repeat [server] or [kubernetes].
@@ -93,10 +107,20 @@ def start(tmp: Path, namespace: str, kubeconfig: Path, ini: str = "",
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("BRIGADE_NAMESPACE", None)
     process = subprocess.Popen(
-        [str(TWISTD), "--nodaemon", "--pidfile=", f"--logfile={log_path}",
-         "brigade-crgw", "--config", str(config)],
-        cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            str(TWISTD),
+            "--nodaemon",
+            "--pidfile=",
+            f"--logfile={log_path}",
+            "brigade-crgw",
+            "--config",
+            str(config),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     daemon = Daemon(process, port, log_path)
     deadline = time.monotonic() + timeout

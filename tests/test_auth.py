@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 
 import pytest
@@ -23,15 +22,18 @@ def _sig(algorithm: str, body: bytes = BODY, token: str = TOKEN) -> str:
     return hmac.new(token.encode(), body, algorithm).hexdigest()
 
 
-def _presented(headers: dict[str, str] | None = None, query: str | None = None,
-               body: bytes = BODY) -> auth.Presented:
+def _presented(
+    headers: dict[str, str] | None = None, query: str | None = None, body: bytes = BODY
+) -> auth.Presented:
     return auth.Presented(headers or {}, query, body)
 
 
 GOOD = {
     "query-token": _presented(query=TOKEN),
     "bearer": _presented({"authorization": f"Bearer {TOKEN}"}),
-    "basic": _presented({"authorization": "Basic " + base64.b64encode(f"x:{TOKEN}".encode()).decode()}),
+    "basic": _presented(
+        {"authorization": "Basic " + base64.b64encode(f"x:{TOKEN}".encode()).decode()}
+    ),
     "github-signature": _presented({"x-hub-signature-256": "sha256=" + _sig("sha256")}),
     "jfrog-signature": _presented({"x-jfrog-event-auth": _sig("sha256")}),
     "jfrog-token": _presented({"x-jfrog-event-auth": TOKEN}),
@@ -53,8 +55,10 @@ def test_wrong_token_refused(method: str) -> None:
         auth.authorise(POLICY, {**DATA, "crGatewayToken": "other"}, GOOD[method])
 
 
-@pytest.mark.parametrize("header", ["x-hub-signature-256", "x-jfrog-event-auth",
-                                    "x-nexus-webhook-signature", "x-signature"])
+@pytest.mark.parametrize(
+    "header",
+    ["x-hub-signature-256", "x-jfrog-event-auth", "x-nexus-webhook-signature", "x-signature"],
+)
 def test_signature_over_altered_body_refused(header: str) -> None:
     """A signature replayed over a changed body is refused."""
     method = next(m for m, p in GOOD.items() if header in p.headers and "signature" in m)
@@ -130,8 +134,16 @@ def test_refusal_never_echoes_token() -> None:
 
 
 headers_st = st.dictionaries(
-    st.sampled_from(["authorization", "x-hub-signature-256", "x-jfrog-event-auth",
-                     "x-nexus-webhook-signature", "x-signature", "content-type"]),
+    st.sampled_from(
+        [
+            "authorization",
+            "x-hub-signature-256",
+            "x-jfrog-event-auth",
+            "x-nexus-webhook-signature",
+            "x-signature",
+            "content-type",
+        ]
+    ),
     st.text(max_size=80),
 )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -28,8 +28,11 @@ def _project(**data: str) -> brigade.Project:
 
 def _event(**fields: object) -> ImageEvent:
     values: dict[str, object] = {
-        "registry": "dockerhub", "action": "image_push", "repository": "acme/app",
-        "tag": "v1", "payload": b'{"x": 1}',
+        "registry": "dockerhub",
+        "action": "image_push",
+        "repository": "acme/app",
+        "tag": "v1",
+        "payload": b'{"x": 1}',
     }
     values.update(fields)
     return ImageEvent(**values)  # type: ignore[arg-type]
@@ -96,7 +99,7 @@ def test_random_build_ids_differ() -> None:
 
 def test_build_id_from_identity_is_stable() -> None:
     """A redelivered event gets the same ID, its time part from the event."""
-    when = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+    when = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     project = _project()
     event = _event(delivery_id="evt-1", timestamp=when)
     first = brigade.build_id(project, event)
@@ -105,6 +108,7 @@ def test_build_id_from_identity_is_stable() -> None:
     assert first[:10] == brigade.ulid(int(when.timestamp() * 1000), bytes(10))[:10]
     assert first != brigade.build_id(project, _event(delivery_id="evt-1", tag="v2", timestamp=when))
     assert first != brigade.build_id(project, _event(delivery_id="evt-2", timestamp=when))
+    assert first != brigade.build_id(project, event, "main")
     other = brigade.Project.from_secret("brigade-other", project_secret("other/app"))
     assert other is not None and first != brigade.build_id(other, event)
 
@@ -118,8 +122,12 @@ def test_build_secret_fields() -> None:
     assert secret["type"] == "brigade.sh/build"
     assert secret["metadata"] == {
         "name": name,
-        "labels": {"build": "01hv0000000000000000000000", "component": "build",
-                   "heritage": "brigade", "project": project.id},
+        "labels": {
+            "build": "01hv0000000000000000000000",
+            "component": "build",
+            "heritage": "brigade",
+            "project": project.id,
+        },
     }
     assert all(len(v) <= 63 for v in secret["metadata"]["labels"].values())  # type: ignore[index]
     data = decoded(secret)
@@ -130,7 +138,8 @@ def test_build_secret_fields() -> None:
         "build_id": name,
         "build_name": name,
         "short_title": "acme/app:v1",
-        "long_title": "Pushed registry.example.com/acme/app:v1 (sha256:" + "ab" * 32
+        "long_title": "Pushed registry.example.com/acme/app:v1 (sha256:"
+        + "ab" * 32
         + ") via dockerhub by alice",
         "clone_url": "https://github.com/acme/app.git",
         "commit_id": "",

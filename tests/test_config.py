@@ -41,7 +41,10 @@ def test_values_are_read() -> None:
     [
         ("[sever]\nlisten = tcp:1\n", "unknown section [sever]"),
         ("[server]\nlisen = tcp:1\n", "unknown key 'lisen' in [server]"),
-        ("[server]\nmax_body_bytes = lots\n", "[server] max_body_bytes: 'lots' is not a whole number"),
+        (
+            "[server]\nmax_body_bytes = lots\n",
+            "[server] max_body_bytes: 'lots' is not a whole number",
+        ),
         ("[server]\nmax_body_bytes = 2000000\n", "too large"),
         ("[server]\nmax_in_flight = 0\n", "must be 1 or more"),
         ("[server]\nlisten =\n", "endpoint string"),

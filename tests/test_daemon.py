@@ -16,7 +16,7 @@ from brigade_crgw.brigade import project_id
 
 from . import daemon as gateway_process
 from .conftest import Namespace
-from .factories import TOKEN, decoded, project_secret
+from .factories import TOKEN, decoded, fresh, project_secret
 from .outage import FORWARD, HANG, REFUSE, Proxy
 
 pytestmark = pytest.mark.integration
@@ -27,11 +27,19 @@ BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def gateway(namespace: Namespace, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[gateway_process.Daemon]:
+def project(namespace: Namespace) -> str:
+    """The project acme/app, with the test token, in this module's namespace."""
     namespace.plane.core.create_namespaced_secret(namespace.name, project_secret("acme/app"))
-    process = gateway_process.start(tmp_path_factory.mktemp("gw"), namespace.name,
-                                    namespace.gateway_kubeconfig)
+    return "acme/app"
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    namespace: Namespace, project: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[gateway_process.Daemon]:
+    process = gateway_process.start(
+        tmp_path_factory.mktemp("gw"), namespace.name, namespace.gateway_kubeconfig
+    )
     yield process
     process.stop()
 
@@ -56,11 +64,12 @@ URL_FORMS = {
 
 @pytest.mark.parametrize("payload", ["dockerhub", "acr"])
 @pytest.mark.parametrize("url", sorted(URL_FORMS))
-def test_url_form_makes_one_build(gateway: gateway_process.Daemon, namespace: Namespace,
-                                  url: str, payload: str) -> None:
+def test_url_form_makes_one_build(
+    gateway: gateway_process.Daemon, namespace: Namespace, url: str, payload: str
+) -> None:
     """Each URL form, with a Docker Hub or an ACR push, makes exactly one
     correct build Secret, which exists when the 200 arrives."""
-    body = {"dockerhub": DOCKERHUB, "acr": ACR_PUSH}[payload]
+    body = fresh({"dockerhub": DOCKERHUB, "acr": ACR_PUSH}[payload], sorted(URL_FORMS).index(url))
     before = builds(namespace)
     answer = gateway.post(url, body, BEARER)
     assert answer.status == 200, answer.body
@@ -70,22 +79,28 @@ def test_url_form_makes_one_build(gateway: gateway_process.Daemon, namespace: Na
     secret = after[names[0]]
     assert secret["type"] == "brigade.sh/build"
     build = names[0].removeprefix("brigade-worker-")
-    assert secret["metadata"]["labels"] == {"build": build, "component": "build",
-                                            "heritage": "brigade",
-                                            "project": project_id("acme/app")}
+    assert secret["metadata"]["labels"] == {
+        "build": build,
+        "component": "build",
+        "heritage": "brigade",
+        "project": project_id("acme/app"),
+    }
     data = decoded(secret)
     assert data["payload"].encode() == body
     assert data["commit_ref"] == URL_FORMS[url]
     assert data["event_type"] == "image_push"
     assert data["event_provider"] == payload
     assert data["script"] == "events.on('image_push', () => {})"
-    assert data["short_title"] == {"dockerhub": "svendowideit/testhook:latest",
-                                   "acr": "hello-world:v1"}[payload]
+    assert (
+        data["short_title"]
+        == {"dockerhub": "svendowideit/testhook:latest", "acr": "hello-world:v1"}[payload]
+    )
     assert data["build_id"] == data["build_name"] == names[0]
 
 
-def test_unknown_project_creates_nothing(gateway: gateway_process.Daemon,
-                                         namespace: Namespace) -> None:
+def test_unknown_project_creates_nothing(
+    gateway: gateway_process.Daemon, namespace: Namespace
+) -> None:
     """An unknown project gets the same 401 as a wrong token, and no Secret."""
     before = builds(namespace)
     unknown = gateway.post("/events/webhook/nobody/nothing", DOCKERHUB, BEARER)
@@ -105,15 +120,21 @@ def test_log_line_per_webhook_without_tokens(gateway: gateway_process.Daemon) ->
     lines = [line for line in gateway.log().splitlines() if name in line]
     assert len(lines) == 1
     line = lines[0]
-    for field in (f"project={project_id('acme/app')}", "registry=dockerhub",
-                  "repository=svendowideit/testhook", "tag=latest", "code=200", "duration="):
+    for field in (
+        f"project={project_id('acme/app')}",
+        "registry=dockerhub",
+        "repository=svendowideit/testhook",
+        "tag=latest",
+        "code=200",
+        "duration=",
+    ):
         assert field in line
     assert TOKEN not in gateway.log()
     assert "shared-secret-never-logged" not in gateway.log()
 
 
 @pytest.fixture
-def outage(namespace: Namespace, tmp_path: Path) -> Iterator[tuple[gateway_process.Daemon, Proxy]]:
+def outage(namespace: Namespace, project: str, tmp_path: Path) -> Iterator[tuple[gateway_process.Daemon, Proxy]]:
     """A gateway whose road to the API server goes through a breakable proxy."""
     proxy = Proxy(namespace.plane.api.configuration.host)
     kubeconfig = tmp_path / "via-proxy.kubeconfig"
@@ -126,16 +147,18 @@ def outage(namespace: Namespace, tmp_path: Path) -> Iterator[tuple[gateway_proce
 
 
 @pytest.mark.parametrize("mode", [REFUSE, HANG])
-def test_api_server_down_is_503_then_recovers(outage: tuple[gateway_process.Daemon, Proxy],
-                                              namespace: Namespace, mode: str) -> None:
+def test_api_server_down_is_503_then_recovers(
+    outage: tuple[gateway_process.Daemon, Proxy], namespace: Namespace, mode: str
+) -> None:
     """With the API server refusing or not answering, the gateway answers 503
     with Retry-After within its timeout, writes nothing, stays up, and the
     same webhook succeeds once the API server is back."""
     process, proxy = outage
+    body = fresh(ACR_PUSH, 1000 + [REFUSE, HANG].index(mode))
     before = builds(namespace)
     proxy.set(mode)
     started = time.monotonic()
-    answer = process.post("/events/webhook/acme/app", ACR_PUSH, BEARER)
+    answer = process.post("/events/webhook/acme/app", body, BEARER)
     elapsed = time.monotonic() - started
     assert answer.status == 503, answer.body
     assert answer.headers["retry-after"] == "5"
@@ -144,13 +167,14 @@ def test_api_server_down_is_503_then_recovers(outage: tuple[gateway_process.Daem
     assert process.alive()
     assert builds(namespace) == before
     proxy.set(FORWARD)
-    again = process.post("/events/webhook/acme/app", ACR_PUSH, BEARER)
+    again = process.post("/events/webhook/acme/app", body, BEARER)
     assert again.status == 200, again.body
     assert set(builds(namespace)) - set(before) == set(again.json()["builds"])
 
 
-def test_sigterm_finishes_requests_in_flight(outage: tuple[gateway_process.Daemon, Proxy],
-                                             namespace: Namespace) -> None:
+def test_sigterm_finishes_requests_in_flight(
+    outage: tuple[gateway_process.Daemon, Proxy], namespace: Namespace
+) -> None:
     """SIGTERM stops listening at once, lets the webhook in flight finish with
     its build, and exits 0."""
     process, proxy = outage
@@ -158,7 +182,7 @@ def test_sigterm_finishes_requests_in_flight(outage: tuple[gateway_process.Daemo
     result: dict[str, Any] = {}
 
     def send() -> None:
-        result["answer"] = process.post("/events/webhook/acme/app", DOCKERHUB, BEARER)
+        result["answer"] = process.post("/events/webhook/acme/app", fresh(DOCKERHUB, 2000), BEARER)
 
     sender = threading.Thread(target=send)
     sender.start()
@@ -186,6 +210,7 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     # verify insists that ExecStart= exists; point it at this venv's twistd.
     unit = unit.replace("/opt/brigade-crgw/bin/twistd", str(gateway_process.TWISTD))
     (tmp_path / "brigade-crgw.service").write_text(unit)
-    result = subprocess.run([analyze, "verify", str(tmp_path / "brigade-crgw.service")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [analyze, "verify", str(tmp_path / "brigade-crgw.service")], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr

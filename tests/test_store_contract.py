@@ -42,7 +42,9 @@ def arranged(request: pytest.FixtureRequest) -> Iterator[Arranged]:
         from kubernetes.client.rest import ApiException
 
         try:
-            return ns.plane.api.sanitize_for_serialization(core.read_namespaced_secret(name, ns.name))
+            return ns.plane.api.sanitize_for_serialization(
+                core.read_namespaced_secret(name, ns.name)
+            )
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -52,8 +54,9 @@ def arranged(request: pytest.FixtureRequest) -> Iterator[Arranged]:
 
 
 def _build(project: brigade.Project, tag: str = "v1") -> dict[str, Any]:
-    event = ImageEvent(registry="dockerhub", action="image_push", repository="acme/app",
-                       tag=tag, payload=b"{}")
+    event = ImageEvent(
+        registry="dockerhub", action="image_push", repository="acme/app", tag=tag, payload=b"{}"
+    )
     return brigade.build_secret(project, event, brigade.build_id(project, event))
 
 

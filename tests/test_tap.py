@@ -14,12 +14,16 @@ from brigade_crgw.tap import Options
 from .daemon import ROOT, TWISTD
 
 
-def _twistd(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
-            ) -> subprocess.CompletedProcess[str]:
+def _twistd(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(TWISTD), "--nodaemon", "--pidfile=", "brigade-crgw", *args],
-        cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        capture_output=True, text=True, timeout=60,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -85,6 +89,7 @@ def test_overrides_win(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_installed_plugin_is_found(tmp_path: Path) -> None:
     """The installed package (not this tree) makes `twistd brigade-crgw` exist."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([str(TWISTD), "--help"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(TWISTD), "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
     assert "brigade-crgw" in result.stdout

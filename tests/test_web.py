@@ -15,9 +15,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from brigade_crgw.brigade import project_id
 from brigade_crgw.config import Config
-from brigade_crgw.web import Gateway, parse_target, Refusal
+from brigade_crgw.web import Gateway, Refusal, parse_target
 
-from .factories import TOKEN, decoded, project_secret
+from .factories import TOKEN, decoded, fresh, project_secret
 from .memory import MemoryStore
 
 PAYLOADS = Path(__file__).resolve().parent / "payloads"
@@ -47,8 +47,14 @@ class WebTests(SynchronousTestCase):
         gateway = Gateway(Config(**config) if config else self.config, self.store, maybeDeferred)
         return StubTreq(gateway.app.resource())
 
-    def call(self, method: str, url: str, body: bytes = b"", headers: dict[str, str] | None = None,
-             client: StubTreq | None = None) -> Reply:
+    def call(
+        self,
+        method: str,
+        url: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        client: StubTreq | None = None,
+    ) -> Reply:
         client = client or self.gateway()
         response = self.successResultOf(
             client.request(method, "http://gw" + url, data=body, headers=headers or JSON)
@@ -78,9 +84,10 @@ class WebTests(SynchronousTestCase):
             "/events/webhook/acme/app/abc123": "abc123",
             "/events/webhook/acme/app?commit=release/1.0": "release/1.0",
         }
-        for url, commit in forms.items():
+        for n, (url, commit) in enumerate(forms.items()):
             before = len(self.store.builds())
-            reply = self.post(url)
+            sent = fresh(DOCKERHUB, n)
+            reply = self.post(url, sent)
             self.assertEqual(reply.code, 200, (url, reply.body))
             body = reply.json()
             self.assertEqual(body["status"], "Success")
@@ -89,10 +96,17 @@ class WebTests(SynchronousTestCase):
             data = decoded(self.store.secrets[body["builds"][0]])
             self.assertEqual(data["commit_ref"], commit, url)
             self.assertEqual(data["project_id"], pid)
-            self.assertEqual(data["payload"].encode(), DOCKERHUB)
+            self.assertEqual(data["payload"].encode(), sent)
             self.assertEqual(data["event_type"], "image_push")
             self.assertEqual(data["event_provider"], "dockerhub")
             self.assertEqual(data["short_title"], "svendowideit/testhook:latest")
+
+    def test_redelivery_is_one_build(self) -> None:
+        """The same delivery twice names the same build, and only one exists."""
+        first = self.post("/events/webhook/acme/app", ACR_PUSH).json()
+        second = self.post("/events/webhook/acme/app", ACR_PUSH).json()
+        self.assertEqual(first, second)
+        self.assertEqual(len(self.store.builds()), 1)
 
     def test_acr_push(self) -> None:
         """An ACR push is a build from provider acr, titled with its image."""
@@ -116,8 +130,9 @@ class WebTests(SynchronousTestCase):
         wrong = self.call("POST", "/events/webhook/acme/app?token=nope", DOCKERHUB)
         self.assertEqual(unknown.code, 401)
         self.assertEqual(unknown.json(), wrong.json())
-        self.assertEqual(unknown.headers.getRawHeaders("WWW-Authenticate"),
-                         ['Bearer realm="brigade-crgw"'])
+        self.assertEqual(
+            unknown.headers.getRawHeaders("WWW-Authenticate"), ['Bearer realm="brigade-crgw"']
+        )
         self.assertEqual(self.store.builds(), [])
 
     def test_unknown_project_when_configured(self) -> None:
@@ -133,8 +148,12 @@ class WebTests(SynchronousTestCase):
         refused = self.call("POST", "/events/webhook/open/app", DOCKERHUB)
         self.assertEqual(refused.code, 401)
         self.assertIn("crGatewayToken", refused.json()["reason"])
-        accepted = self.call("POST", "/events/webhook/open/app", DOCKERHUB,
-                             client=self.gateway(require="when-configured"))
+        accepted = self.call(
+            "POST",
+            "/events/webhook/open/app",
+            DOCKERHUB,
+            client=self.gateway(require="when-configured"),
+        )
         self.assertEqual(accepted.code, 200)
 
     def test_not_json(self) -> None:
@@ -145,13 +164,18 @@ class WebTests(SynchronousTestCase):
 
     def test_media_type(self) -> None:
         """A non-JSON media type is 415; JSON variants are accepted."""
-        reply = self.post("/events/webhook/acme/app", headers={"Content-Type": "text/html"})
-        self.assertEqual(reply.code, 415)
-        for content_type in ("application/json; charset=utf-8",
-                             "application/vnd.docker.distribution.events.v2+json",
-                             "application/cloudevents+json"):
+        for content_type in ("text/html", "application/x-www-form-urlencoded", "text/json"):
             reply = self.post("/events/webhook/acme/app", headers={"Content-Type": content_type})
-            self.assertEqual(reply.code, 200, content_type)
+            self.assertEqual(reply.code, 415, content_type)
+            self.assertEqual(reply.json()["status"], "unsupported media type")
+        distribution = (PAYLOADS / "distribution" / "push-envelope-docs.json").read_bytes()
+        for content_type, body in (
+            ("application/json; charset=utf-8", DOCKERHUB),
+            ("application/vnd.docker.distribution.events.v2+json", distribution),
+            ("APPLICATION/JSON", fresh(DOCKERHUB, 1)),
+        ):
+            reply = self.post("/events/webhook/acme/app", body, headers={"Content-Type": content_type})
+            self.assertEqual(reply.code, 200, (content_type, reply.body))
 
     def test_store_down(self) -> None:
         """With Kubernetes unreachable the answer is 503 with Retry-After, and
@@ -184,17 +208,26 @@ class WebTests(SynchronousTestCase):
 
     def test_cloudevents_handshake(self) -> None:
         """OPTIONS with WebHook-Request-Origin is allowed, for CloudEvents webhooks."""
-        reply = self.call("OPTIONS", "/events/webhook/acme/app",
-                          headers={"WebHook-Request-Origin": "eventgrid.azure.net"})
+        reply = self.call(
+            "OPTIONS",
+            "/events/webhook/acme/app",
+            headers={"WebHook-Request-Origin": "eventgrid.azure.net"},
+        )
         self.assertEqual(reply.code, 200)
-        self.assertEqual(reply.headers.getRawHeaders("WebHook-Allowed-Origin"),
-                         ["eventgrid.azure.net"])
+        self.assertEqual(
+            reply.headers.getRawHeaders("WebHook-Allowed-Origin"), ["eventgrid.azure.net"]
+        )
 
     def test_bad_names_are_400(self) -> None:
         """Encoded slashes, dot segments and odd characters in names are 400."""
-        for url in ("/events/webhook/acme%2Fapp", "/events/webhook/../app",
-                    "/events/webhook/acme/..", "/events/webhook/acme/app/a..b",
-                    "/events/webhook/ac%00me/app", "/events/dockerhub/onlyone"):
+        for url in (
+            "/events/webhook/acme%2Fapp",
+            "/events/webhook/../app",
+            "/events/webhook/acme/..",
+            "/events/webhook/acme/app/a..b",
+            "/events/webhook/ac%00me/app",
+            "/events/dockerhub/onlyone",
+        ):
             self.assertEqual(self.post(url).code, 400, url)
         self.assertEqual(self.store.builds(), [])
 

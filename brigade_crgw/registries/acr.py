@@ -1,0 +1,160 @@
+"""Azure Container Registry, by native webhook or through Event Grid.
+
+The native webhook posts one event object whose ``action`` is ``push``,
+``delete``, ``chart_push``, ``chart_delete``, ``quarantine`` or ``ping``.
+Event Grid posts a JSON array of events (``eventType``
+``Microsoft.ContainerRegistry.ImagePushed``...; older docs show the bare
+``ImagePushed``), or CloudEvents when the subscription uses that schema;
+either way the ACR event is in ``data`` and keeps the ``acr`` kind, so that a
+build's provider reads the same whatever the transport.
+
+Event Grid proves a subscription by posting a
+``Microsoft.EventGrid.SubscriptionValidationEvent``; its answer is the
+delivery's ``reply``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from brigade_crgw.events import CHART_DELETE, CHART_PUSH, IMAGE_DELETE, IMAGE_PUSH, ImageEvent
+from brigade_crgw.registries._cloudevent import CloudEvent, envelopes, looks_structured
+from brigade_crgw.registries._common import (
+    Delivery,
+    Headers,
+    Obj,
+    PayloadError,
+    compact,
+    first_time,
+    word,
+)
+
+KIND = "acr"
+
+_NATIVE_ACTIONS = {
+    "push": IMAGE_PUSH,
+    "delete": IMAGE_DELETE,
+    "chart_push": CHART_PUSH,
+    "chart_delete": CHART_DELETE,
+}
+_GRID_ACTIONS = {
+    "ImagePushed": IMAGE_PUSH,
+    "ImageDeleted": IMAGE_DELETE,
+    "ChartPushed": CHART_PUSH,
+    "ChartDeleted": CHART_DELETE,
+}
+_PREFIX = "Microsoft.ContainerRegistry."
+VALIDATION = "Microsoft.EventGrid.SubscriptionValidationEvent"
+
+
+def is_acr_type(kind: str) -> bool:
+    """Whether an Event Grid or CloudEvents type is an ACR event."""
+    return kind.startswith(_PREFIX) or kind in _GRID_ACTIONS
+
+
+def looks_like(doc: object) -> bool:
+    """An Event Grid array, or a native webhook (an ``action`` with a
+    ``target``/``request``, or the bare ``ping``)."""
+    if isinstance(doc, list):
+        return bool(doc) and isinstance(doc[0], dict) and "eventType" in doc[0]
+    return (
+        isinstance(doc, dict)
+        and isinstance(doc.get("action"), str)
+        and (
+            isinstance(doc.get("target"), dict)
+            or isinstance(doc.get("request"), dict)
+            or doc.get("action") == "ping"
+        )
+    )
+
+
+def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
+    """Decode a native webhook, an Event Grid array or ACR CloudEvents.
+
+    :raises PayloadError: for fields of the wrong type, a missing ``action``
+        or ``eventType``, or a validation event without its code.
+    """
+    if looks_structured(doc):
+        return Delivery(KIND, tuple(from_cloudevent(ce) for ce in envelopes(doc, body)))
+    if isinstance(doc, list):
+        return _event_grid(doc)
+    root = Obj.root(doc)
+    if root.has("eventType"):  # one Event Grid event that lost its array
+        return _event_grid([doc])
+    raw = root.text("action")
+    if not raw:
+        raise PayloadError("action: missing; not an ACR webhook")
+    event = _event(
+        _NATIVE_ACTIONS.get(raw, word(raw)),
+        root,
+        delivery_id=root.text("id"),
+        time=None,
+        payload=body,
+    )
+    return Delivery(KIND, (event,))
+
+
+def from_cloudevent(ce: CloudEvent) -> ImageEvent:
+    """The ACR event in an Event Grid CloudEvent."""
+    return _event(
+        _grid_action(ce.type),
+        ce.data_obj(),
+        delivery_id=ce.delivery_id,
+        time=ce.time,
+        payload=ce.payload,
+    )
+
+
+def _event_grid(items: list[object]) -> Delivery:
+    events = []
+    for index, item in enumerate(items):
+        grid = Obj.root(item, f"[{index}]")
+        kind = grid.text("eventType")
+        if not kind:
+            raise PayloadError(f"{grid.at('eventType')}: missing")
+        data = grid.obj("data")
+        if kind == VALIDATION:
+            # Event Grid sends the validation event alone; answering it is
+            # all this delivery asks for.
+            code = data.text("validationCode")
+            if not code:
+                raise PayloadError(f"{data.at('validationCode')}: missing")
+            return Delivery(KIND, (), reply={"validationResponse": code})
+        events.append(
+            _event(
+                _grid_action(kind),
+                data,
+                delivery_id=grid.text("id"),
+                time=first_time(grid.raw("eventTime")),
+                payload=compact(item),
+            )
+        )
+    return Delivery(KIND, tuple(events))
+
+
+def _grid_action(kind: str) -> str:
+    short = kind.removeprefix(_PREFIX)
+    if short in _GRID_ACTIONS:
+        return _GRID_ACTIONS[short]
+    return word(short.rpartition(".")[2])
+
+
+def _event(
+    action: str, event: Obj, *, delivery_id: str, time: datetime | None, payload: bytes
+) -> ImageEvent:
+    # The native body and Event Grid's ``data`` share this shape, which is
+    # CNCF Distribution's event: target, request, actor.
+    target = event.obj("target")
+    return ImageEvent(
+        registry=KIND,
+        action=action,
+        repository=target.text("repository"),
+        host=event.obj("request").text("host"),
+        tag=target.text("tag"),
+        digest=target.text("digest"),
+        media_type=target.text("mediaType"),
+        pusher=event.obj("actor").text("name"),
+        timestamp=first_time(event.raw("timestamp"), time),
+        delivery_id=delivery_id,
+        payload=payload,
+    )

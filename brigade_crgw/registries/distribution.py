@@ -1,0 +1,113 @@
+"""CNCF Distribution (the registry:2/3 image, GitLab's registry) notifications.
+
+One POST holds an envelope ``{"events": [...]}`` with content type
+``application/vnd.docker.distribution.events.v1+json`` (v2+json in 3.x), and
+one image push produces an event per blob as well as one per manifest. Only a
+manifest push is an image push; blobs get ``blob_push``/``blob_pull`` so that
+they never make builds. A push by digest has no ``target.tag``.
+"""
+
+from __future__ import annotations
+
+from brigade_crgw.events import IMAGE_DELETE, IMAGE_PUSH, ImageEvent
+from brigade_crgw.registries._common import (
+    Delivery,
+    Headers,
+    Obj,
+    PayloadError,
+    compact,
+    timestamp,
+    url_host,
+    word,
+)
+
+KIND = "distribution"
+
+MANIFEST_MEDIA_TYPES = frozenset(
+    {
+        "application/vnd.docker.distribution.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.artifact.manifest.v1+json",
+    }
+)
+
+
+def looks_like(doc: object) -> bool:
+    """An envelope: ``events`` holding event objects (or nothing)."""
+    if not isinstance(doc, dict):
+        return False
+    events = doc.get("events")
+    if not isinstance(events, list):
+        return False
+    return not events or (isinstance(events[0], dict) and "action" in events[0])
+
+
+def looks_like_event(doc: object) -> bool:
+    """One event without its envelope: an ``action`` and a ``target``."""
+    return (
+        isinstance(doc, dict)
+        and isinstance(doc.get("action"), str)
+        and isinstance(doc.get("target"), dict)
+    )
+
+
+def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
+    """Decode an envelope, one event per entry, each carrying its own JSON.
+
+    A bare event object (what the envelope holds) is accepted too, carrying
+    the body.
+
+    :raises PayloadError: for an object with neither ``events`` nor
+        ``action``, or fields of the wrong type.
+    """
+    root = Obj.root(doc)
+    if not root.has("events") and root.has("action"):
+        return Delivery(KIND, (_event(root, body),))
+    if not root.has("events"):
+        raise PayloadError("events: missing; not a Distribution notification")
+    items = root.items("events")
+    events = root.objs("events")
+    return Delivery(
+        KIND, tuple(_event(event, compact(item)) for event, item in zip(events, items, strict=True))
+    )
+
+
+def _event(event: Obj, payload: bytes) -> ImageEvent:
+    action = event.text("action")
+    if not action:
+        raise PayloadError(f"{event.at('action')}: missing")
+    target = event.obj("target")
+    request = event.obj("request")
+    return ImageEvent(
+        registry=KIND,
+        action=_action(action, target),
+        repository=target.text("repository"),
+        host=request.text("host") or url_host(target.text("url")),
+        tag=target.text("tag"),
+        digest=target.text("digest"),
+        media_type=target.text("mediaType"),
+        pusher=event.obj("actor").text("name"),
+        timestamp=timestamp(event.raw("timestamp")),
+        delivery_id=event.text("id"),
+        payload=payload,
+    )
+
+
+def _action(action: str, target: Obj) -> str:
+    media = target.text("mediaType")
+    if media:
+        manifest = media in MANIFEST_MEDIA_TYPES
+    else:
+        # Delete events carry no media type; the URL still tells a manifest.
+        manifest = "/manifests/" in target.text("url") or action == "delete"
+    if action == "push":
+        return IMAGE_PUSH if manifest else "blob_push"
+    if action == "pull":
+        return "pull" if manifest else "blob_pull"
+    if action == "delete":
+        return IMAGE_DELETE if manifest else "blob_delete"
+    return word(action)

@@ -1,0 +1,65 @@
+"""Docker Trusted Registry / Mirantis Secure Registry webhooks.
+
+The body is ``{"type": "TAG_PUSH", "createdAt": ..., "contents": {...}}``.
+``TAG_PUSH`` is the image push; ``MANIFEST_PUSH`` keeps its own word, since
+a tagged push can raise both and one push must make one build. The shape of
+``contents`` varies with the type, so outside the tag events its fields are
+read leniently.
+"""
+
+from __future__ import annotations
+
+from brigade_crgw.events import CHART_DELETE, CHART_PUSH, IMAGE_DELETE, IMAGE_PUSH, ImageEvent
+from brigade_crgw.registries._common import (
+    Delivery,
+    Headers,
+    Obj,
+    PayloadError,
+    first_time,
+    join,
+    word,
+)
+
+KIND = "dtr"
+
+_ACTIONS = {
+    "TAG_PUSH": IMAGE_PUSH,
+    "TAG_DELETE": IMAGE_DELETE,
+    "CHART_PUSH": CHART_PUSH,
+    "CHART_DELETE": CHART_DELETE,
+}
+
+
+def looks_like(doc: object) -> bool:
+    """A ``type`` with ``contents`` and DTR's ``createdAt`` or ``location``."""
+    return (
+        isinstance(doc, dict)
+        and isinstance(doc.get("type"), str)
+        and isinstance(doc.get("contents"), dict)
+        and ("createdAt" in doc or "location" in doc)
+    )
+
+
+def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
+    """Decode one event.
+
+    :raises PayloadError: for a body without ``type``, or tag events with
+        fields of the wrong type.
+    """
+    root = Obj.root(doc)
+    kind = root.text("type")
+    if not kind:
+        raise PayloadError("type: missing; not a DTR webhook")
+    contents = root.obj("contents")
+    read = contents.text if kind.startswith("TAG_") else contents.loose
+    event = ImageEvent(
+        registry=KIND,
+        action=_ACTIONS.get(kind) or word(kind),
+        repository=join(read("namespace"), read("repository")),
+        tag=read("tag"),
+        digest=read("digest"),
+        pusher=read("author"),
+        timestamp=first_time(contents.raw("pushedAt"), root.raw("createdAt")),
+        payload=body,
+    )
+    return Delivery(KIND, (event,))

@@ -1,0 +1,38 @@
+"""The fallback for JSON that no registry module recognises.
+
+Brigade v1's gateway made a build for any body, so an unknown JSON object or
+array is one image push (the web layer refuses it when configured strict),
+with the repository read from wherever such bodies usually put it.
+"""
+
+from __future__ import annotations
+
+from brigade_crgw.events import IMAGE_PUSH, ImageEvent
+from brigade_crgw.registries._common import Delivery, Headers, Obj
+
+KIND = "generic"
+
+
+def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
+    """One image push carrying the body.
+
+    :raises PayloadError: only when the name it reads is not valid Unicode.
+    """
+    event = ImageEvent(registry=KIND, action=IMAGE_PUSH, repository=_repository(doc), payload=body)
+    return Delivery(KIND, (event,))
+
+
+def _repository(doc: object) -> str:
+    if not isinstance(doc, dict):
+        return ""
+    root = Obj(doc)
+    repository = root.raw("repository")
+    if isinstance(repository, dict):
+        nested = Obj(repository)
+        for key in ("repo_name", "full_name", "repo_full_name", "name"):
+            if nested.loose(key):
+                return nested.loose(key)
+    for key in ("repository", "repo", "image", "name"):
+        if root.loose(key):
+            return root.loose(key)
+    return ""

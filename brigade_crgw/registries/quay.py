@@ -1,0 +1,62 @@
+"""Quay (quay.io, Red Hat Quay) notifications.
+
+The body never names its event: a URL is registered for one notification
+kind. A repository push lists its tags in ``updated_tags`` (a list; the 2015
+documentation showed a map of tag to image id), and each tag is one image
+push carrying the whole body. Quay sends no id, so these events have none.
+Build and vulnerability notifications are told apart by their fields.
+"""
+
+from __future__ import annotations
+
+from brigade_crgw.events import IMAGE_PUSH, ImageEvent
+from brigade_crgw.registries._common import Delivery, Headers, Obj, PayloadError, split_reference
+
+KIND = "quay"
+
+
+def looks_like(doc: object) -> bool:
+    """A ``repository`` name with Quay's ``docker_url`` or ``updated_tags``."""
+    return (
+        isinstance(doc, dict)
+        and isinstance(doc.get("repository"), str)
+        and ("docker_url" in doc or "updated_tags" in doc)
+    )
+
+
+def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
+    """Decode a notification: one image push per updated tag, or one event
+    for anything else.
+
+    :raises PayloadError: for a body without ``repository`` or with fields of
+        the wrong type.
+    """
+    root = Obj.root(doc)
+    repository = root.text("repository")
+    if not repository:
+        raise PayloadError("repository: missing; not a Quay notification")
+    host = split_reference(root.text("docker_url"))[0]
+
+    def event(action: str, tag: str = "") -> ImageEvent:
+        return ImageEvent(
+            registry=KIND,
+            action=action,
+            repository=repository,
+            host=host,
+            tag=tag,
+            payload=body,
+        )
+
+    if root.has("updated_tags"):
+        updated = root.raw("updated_tags")
+        tags = (
+            root.keys("updated_tags") if isinstance(updated, dict) else root.texts("updated_tags")
+        )
+        return Delivery(KIND, tuple(event(IMAGE_PUSH, tag) for tag in tags) or (event(IMAGE_PUSH),))
+    if root.has("build_id"):
+        action = "build_failure" if root.has("error_message") else "build"
+    elif root.has("vulnerability"):
+        action = "vulnerability_found"
+    else:
+        action = "notification"
+    return Delivery(KIND, (event(action),))
