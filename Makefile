@@ -32,7 +32,7 @@ test-fast: venv
 	$(BIN)/python -m pytest -m 'not integration'
 
 lint: venv
-	$(BIN)/ruff check brigade_crgw tests scripts
+	$(BIN)/ruff check brigade_crgw tests scripts bench
 	$(BIN)/ruff format --check brigade_crgw
 	$(BIN)/mypy brigade_crgw
 

@@ -25,6 +25,7 @@ setup(
             "ruff>=0.6",
             "mypy>=1.11",
             "mypy-zope>=1.0",
+            "docutils>=0.20",
         ],
     },
 )

@@ -80,12 +80,14 @@ def main() -> int:
     def worker() -> None:
         for _ in remaining:
             started = time.monotonic()
-            answer = gateway.post("/events/webhook/bench/app", PAYLOAD,
-                                  {"Authorization": f"Bearer {TOKEN}"})
+            answer = gateway.post(
+                "/events/webhook/bench/app", PAYLOAD, {"Authorization": f"Bearer {TOKEN}"}
+            )
             elapsed = time.monotonic() - started
             with lock:
                 (latencies if answer.status == 200 else failures).append(
-                    elapsed if answer.status == 200 else answer.status)
+                    elapsed if answer.status == 200 else answer.status
+                )
 
     # Warm up connections and caches before measuring.
     for _ in range(10):
@@ -105,9 +107,11 @@ def main() -> int:
     print(f"requests: {args.requests}  concurrency: {args.concurrency}  failures: {len(failures)}")
     print(f"throughput: {len(ms) / wall:.0f} webhooks/s (each a build Secret created)")
     if ms:
-        print(f"latency ms: p50 {statistics.median(ms):.1f}  "
-              f"p90 {ms[int(len(ms) * 0.9) - 1]:.1f}  p99 {ms[int(len(ms) * 0.99) - 1]:.1f}  "
-              f"max {ms[-1]:.1f}")
+        print(
+            f"latency ms: p50 {statistics.median(ms):.1f}  "
+            f"p90 {ms[int(len(ms) * 0.9) - 1]:.1f}  p99 {ms[int(len(ms) * 0.99) - 1]:.1f}  "
+            f"max {ms[-1]:.1f}"
+        )
     print(f"gateway RSS: {idle_rss / 1024:.1f} MiB idle, {busy_rss / 1024:.1f} MiB after the run")
     return 1 if failures else 0
 

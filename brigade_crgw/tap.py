@@ -110,7 +110,7 @@ class CleanExitOnTerm(Service):
 
     def _stop(self, signum: int, frame: object) -> None:
         log.info("received SIGTERM: finishing webhooks in flight, then exiting")
-        reactor.callFromThread(reactor.stop)
+        cast(IReactorFromThreads, reactor).callFromThread(reactor.stop)
 
 
 def makeService(options: Options) -> IService:
@@ -118,7 +118,12 @@ def makeService(options: Options) -> IService:
     pool = ThreadPool(minthreads=1, maxthreads=config.threads, name="brigade-crgw")
     in_flight = InFlight(config.max_in_flight)
     store = KubeStore(options["api"], config.namespace, config.request_timeout)
-    gateway = Gateway(config, store, partial(deferToThreadPool, cast(IReactorFromThreads, reactor), pool), in_flight=in_flight)
+    gateway = Gateway(
+        config,
+        store,
+        partial(deferToThreadPool, cast(IReactorFromThreads, reactor), pool),
+        in_flight=in_flight,
+    )
     site = Site(
         gateway.app.resource(),
         requestFactory=bounded_request(config.max_body_bytes, config.read_timeout),

@@ -532,9 +532,10 @@ def main(argv: list[str]) -> int:
             if state is None:
                 print("not running")
                 return 1
+            pids = state["pids"]
             print(
-                f"running: kube-apiserver {state['server']} (pid {state['pids']['kube-apiserver']}),"
-                f" etcd {state['etcd']} (pid {state['pids']['etcd']}), state in {STATE}"
+                f"running: kube-apiserver {state['server']} (pid {pids['kube-apiserver']}),"
+                f" etcd {state['etcd']} (pid {pids['etcd']}), state in {STATE}"
             )
         elif command == "env":
             print(f"export KUBECONFIG={admin_kubeconfig()}")

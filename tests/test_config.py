@@ -82,7 +82,7 @@ def test_command_line_over_environment() -> None:
 
 def test_missing_file(tmp_path: Path) -> None:
     """A missing file is named in the error."""
-    with pytest.raises(ConfigError, match="cannot read .*nope.ini"):
+    with pytest.raises(ConfigError, match=r"cannot read .*nope\.ini"):
         Config.from_ini(str(tmp_path / "nope.ini"), {})
 
 

@@ -134,7 +134,9 @@ def test_log_line_per_webhook_without_tokens(gateway: gateway_process.Daemon) ->
 
 
 @pytest.fixture
-def outage(namespace: Namespace, project: str, tmp_path: Path) -> Iterator[tuple[gateway_process.Daemon, Proxy]]:
+def outage(
+    namespace: Namespace, project: str, tmp_path: Path
+) -> Iterator[tuple[gateway_process.Daemon, Proxy]]:
     """A gateway whose road to the API server goes through a breakable proxy."""
     proxy = Proxy(namespace.plane.api.configuration.host)
     kubeconfig = tmp_path / "via-proxy.kubeconfig"

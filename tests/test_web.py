@@ -174,7 +174,9 @@ class WebTests(SynchronousTestCase):
             ("application/vnd.docker.distribution.events.v2+json", distribution),
             ("APPLICATION/JSON", fresh(DOCKERHUB, 1)),
         ):
-            reply = self.post("/events/webhook/acme/app", body, headers={"Content-Type": content_type})
+            reply = self.post(
+                "/events/webhook/acme/app", body, headers={"Content-Type": content_type}
+            )
             self.assertEqual(reply.code, 200, (content_type, reply.body))
 
     def test_store_down(self) -> None:

@@ -1,0 +1,45 @@
+"""The docs say what the code does."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import attr
+import docutils.core
+
+from brigade_crgw.config import _SCHEMA, Config
+from brigade_crgw.registries import KINDS
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.rst").read_text()
+INI = (ROOT / "etc" / "brigade-crgw.ini").read_text()
+
+
+def test_readme_renders_cleanly() -> None:
+    """README.rst is valid reStructuredText, without warnings."""
+    errors = io.StringIO()
+    docutils.core.publish_string(
+        README,
+        writer_name="null",
+        settings_overrides={"report_level": 2, "halt_level": 5, "warning_stream": errors},
+    )
+    assert errors.getvalue() == ""
+
+
+def test_every_key_documented() -> None:
+    """Every config key is in the README's reference and in the shipped ini."""
+    fields = {f.name for f in attr.fields(Config)}
+    keys = {key for section in _SCHEMA.values() for key in section}
+    assert keys == fields
+    for section, section_keys in _SCHEMA.items():
+        assert f"``[{section}]``" in README and f"[{section}]" in INI
+        for key in section_keys:
+            assert f"``{key}``" in README, key
+            assert f"\n{key} =" in INI, key
+
+
+def test_every_registry_in_the_table() -> None:
+    """Each registry kind has its row in the README."""
+    for kind in KINDS:
+        assert f"(``{kind}``)" in README, kind
