@@ -90,18 +90,34 @@ class Daemon:
 
 
 def start(
-    tmp: Path, namespace: str, kubeconfig: Path, ini: str = "", timeout: float = 30.0
+    tmp: Path,
+    namespace: str,
+    kubeconfig: Path,
+    settings: dict[str, dict[str, object]] | None = None,
+    timeout: float = 30.0,
 ) -> Daemon:
     """Start the gateway on a free loopback port and wait until it answers.
 
-    :param ini: extra ini text; it must not repeat [server] or [kubernetes].
+    :param settings: ini values by section, over the test defaults.
     """
     port = free_port()
+    sections: dict[str, dict[str, object]] = {
+        "server": {"listen": f"tcp:{port}:interface=127.0.0.1", "read_timeout": 5},
+        "kubernetes": {
+            "namespace": namespace,
+            "kubeconfig": kubeconfig,
+            "request_timeout": 3,
+            "threads": 4,
+        },
+    }
+    for section, values in (settings or {}).items():
+        sections.setdefault(section, {}).update(values)
     config = tmp / f"gateway-{port}.ini"
     config.write_text(
-        f"[server]\nlisten = tcp:{port}:interface=127.0.0.1\nread_timeout = 5\n"
-        f"[kubernetes]\nnamespace = {namespace}\nkubeconfig = {kubeconfig}\n"
-        f"request_timeout = 3\nthreads = 4\n{ini}"
+        "".join(
+            f"[{name}]\n" + "".join(f"{key} = {value}\n" for key, value in values.items())
+            for name, values in sections.items()
+        )
     )
     log_path = tmp / f"gateway-{port}.log"
     env = dict(os.environ, PYTHONPATH=str(ROOT))

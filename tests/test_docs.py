@@ -21,7 +21,7 @@ def test_readme_renders_cleanly() -> None:
     errors = io.StringIO()
     docutils.core.publish_string(
         README,
-        writer_name="null",
+        writer="null",
         settings_overrides={"report_level": 2, "halt_level": 5, "warning_stream": errors},
     )
     assert errors.getvalue() == ""
