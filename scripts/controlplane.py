@@ -34,7 +34,9 @@ KUBERNETES_VERSION = "v1.34.4"
 ETCD_MODULE = "go.etcd.io/etcd/server/v3"
 
 ROOT = Path(__file__).resolve().parent.parent
-STATE = ROOT / ".control-plane"
+# $BRIGADE_CRGW_PLANE_DIR moves the state, so a second plane can run beside
+# the first (the lifecycle tests do that).
+STATE = Path(os.environ.get("BRIGADE_CRGW_PLANE_DIR") or ROOT / ".control-plane")
 RBAC_FILE = ROOT / "etc" / "kubernetes" / "rbac.yaml"
 GATEWAY_ACCOUNT = "brigade-crgw"
 DEFAULT_NAMESPACE = "default"
