@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import time
 from collections.abc import Mapping
 
@@ -20,6 +21,17 @@ from .events import ImageEvent
 PROJECT_TYPE = "brigade.sh/project"
 BUILD_TYPE = "brigade.sh/build"
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+# What Kubernetes accepts as a Secret name (a DNS-1123 subdomain).
+_SECRET_NAME = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether ``name`` can name a Secret at all (an ID like ``brigade-X/y`` cannot)."""
+    return bool(_SECRET_NAME.match(name))
 
 
 def project_id(name: str) -> str:

@@ -271,10 +271,14 @@ class Gateway:
         fields["project"] = project_id
         body = request.content.read() if request.content is not None else b""
 
-        try:
-            project = await self.run(self.store.get_project, project_id)
-        except StoreUnavailable as e:
-            raise _unavailable(f"Kubernetes is unavailable: {e}") from None
+        project = None
+        # A name already starting with brigade- is taken as an ID, and may not
+        # be one Kubernetes could hold: no such project, without asking.
+        if brigade.is_secret_name(project_id):
+            try:
+                project = await self.run(self.store.get_project, project_id)
+            except StoreUnavailable as e:
+                raise _unavailable(f"Kubernetes is unavailable: {e}") from None
         if project is None and self.policy.require == WHEN_CONFIGURED:
             raise Refusal(404, "project not found")
         presented = auth.Presented(headers, _query(request, "token"), body)

@@ -3,7 +3,7 @@
 With no cluster configured ($KUBECONFIG, ~/.kube/config) the local control
 plane is started (or reused) and the gateway runs with its own restricted
 identity; otherwise the configured cluster's current context is used.  A
-project ``brigade-demo/hello`` with a fresh token is created (or updated),
+project ``demo/hello`` with a fresh token is created (or updated),
 and a ``curl`` that triggers a build is printed before the gateway starts.
 """
 
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import controlplane
 
 ROOT = controlplane.ROOT
-PROJECT = "brigade-demo/hello"
+PROJECT = "demo/hello"
 SCRIPT = """const { events } = require("brigadier");
 events.on("image_push", (e, p) => {
   console.log(`${e.shortTitle}: ${e.longTitle}`);

@@ -170,3 +170,11 @@ def test_missing_script_is_empty() -> None:
     project = brigade.Project("brigade-x", "x", {"repository": "x"})
     data = decoded(brigade.build_secret(project, _event(), "0" * 26))
     assert data["script"] == "" and data["clone_url"] == ""
+
+
+def test_secret_names() -> None:
+    """Project IDs are checked as Kubernetes checks Secret names."""
+    assert brigade.is_secret_name(brigade.project_id("acme/app"))
+    assert brigade.is_secret_name("brigade-abc.def")
+    for bad in ("brigade-demo/hello", "brigade-Upper", "brigade-", "brigade-" + "a" * 250, ""):
+        assert not brigade.is_secret_name(bad), bad

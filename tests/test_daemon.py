@@ -216,3 +216,22 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
         [analyze, "verify", str(tmp_path / "brigade-crgw.service")], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_systemd_exposure_at_most_2() -> None:
+    """systemd-analyze security rates the unit's exposure 2.0 or lower."""
+    import re
+    import shutil
+    import subprocess
+
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is needed (Debian package systemd)"
+    unit = gateway_process.ROOT / "etc" / "brigade-crgw.service"
+    result = subprocess.run(
+        [analyze, "security", "--offline=true", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= 2.0

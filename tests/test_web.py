@@ -9,6 +9,8 @@ from typing import Any
 
 import attr
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from treq.testing import StubTreq
 from twisted.internet.defer import maybeDeferred
 from twisted.trial.unittest import SynchronousTestCase
@@ -220,6 +222,17 @@ class WebTests(SynchronousTestCase):
             reply.headers.getRawHeaders("WebHook-Allowed-Origin"), ["eventgrid.azure.net"]
         )
 
+    def test_ids_kubernetes_cannot_hold(self) -> None:
+        """A brigade- name that is no valid Secret name is an unknown project,
+        found without asking Kubernetes (which is down here)."""
+        self.store.down = True
+        reply = self.post("/events/webhook/brigade-Upper")
+        self.assertEqual(reply.code, 401)
+        reply = self.post(
+            "/events/webhook/brigade-x/y", client=self.gateway(require="when-configured")
+        )
+        self.assertEqual(reply.code, 404)
+
     def test_bad_names_are_400(self) -> None:
         """Encoded slashes, dot segments and odd characters in names are 400."""
         for url in (
@@ -256,3 +269,17 @@ def test_bad_commits(commit: str) -> None:
     with pytest.raises(Refusal) as e:
         parse_target(b"/events/webhook/acme/app", "webhook", commit)
     assert e.value.code == 400
+
+
+@given(st.binary(max_size=300), st.one_of(st.none(), st.text(max_size=60)))
+def test_parse_target_never_crashes(rest: bytes, commit: str | None) -> None:
+    """Any raw path and commit give a Target with checked parts, or a 400."""
+    for route in ("webhook", "dockerhub"):
+        try:
+            target = parse_target(b"/events/" + route.encode() + b"/" + rest, route, commit)
+        except Refusal as e:
+            assert e.code == 400
+            continue
+        assert ".." not in target.project and "%" not in target.project
+        assert target.project.count("/") <= 1
+        assert all(c.isascii() and c.isprintable() for c in target.project + target.commit)

@@ -1,0 +1,63 @@
+"""`make run`: the quickstart serves, and the curl it prints makes a build."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import Plane
+from .daemon import ROOT, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_printed_curl_makes_a_build(plane: Plane, tmp_path: Path) -> None:
+    """With no cluster configured, scripts/demo.py (what `make run` runs)
+    uses the local plane, prints a curl, serves; the curl gets a build name
+    and that build Secret exists."""
+    port = free_port()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "BRIGADE_NAMESPACE")}
+    env.update(HOME=str(tmp_path), XDG_CACHE_HOME=cache)
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines: list[str] = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("Builds:"):
+                break
+        output = "".join(lines)
+        match = re.search(r"^  (curl .*?)\n\n", output, re.S | re.M)
+        assert match, output
+        command = match.group(1)
+        assert f"127.0.0.1:{port}" in command
+        deadline = time.monotonic() + 30
+        while True:
+            answer = subprocess.run(["bash", "-c", command], capture_output=True, text=True)
+            if answer.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert answer.returncode == 0, answer.stderr
+        build = json.loads(answer.stdout)["builds"][0]
+        secret = plane.core.read_namespaced_secret(build, "default")
+        assert secret.type == "brigade.sh/build"
+        assert secret.metadata.labels["component"] == "build"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
