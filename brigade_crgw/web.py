@@ -27,6 +27,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from . import auth, brigade, registries
 from .config import WHEN_CONFIGURED, Config
+from .events import ImageEvent
 from .kube import SecretStore, StoreUnavailable
 
 log = Logger()
@@ -278,7 +279,7 @@ class Gateway:
             try:
                 project = await self.run(self.store.get_project, project_id)
             except StoreUnavailable as e:
-                raise _unavailable(f"Kubernetes is unavailable: {e}") from None
+                raise self._store_failed("reading the project", e) from None
         if project is None and self.policy.require == WHEN_CONFIGURED:
             raise Refusal(404, "project not found")
         presented = auth.Presented(headers, _query(request, "token"), body)
@@ -324,15 +325,27 @@ class Gateway:
             }
 
         for event in chosen:
-            secret = brigade.build_secret(
-                project, event, brigade.build_id(project, event, target.commit), target.commit
-            )
             try:
-                await self.run(self.store.create_build, secret)
+                name = await self.run(self._create_build, project, event, target.commit)
             except StoreUnavailable as e:
-                raise _unavailable(f"Kubernetes did not take the build: {e}") from None
-            fields["builds"].append(secret["metadata"]["name"])  # type: ignore[index]
+                raise self._store_failed("creating the build", e) from None
+            fields["builds"].append(name)
         return 200, {"status": "Success", "builds": fields["builds"]}
+
+    def _create_build(self, project: brigade.Project, event: ImageEvent, commit: str) -> str:
+        """Make the build Secret for ``event`` and create it (on the pool:
+        encoding a large payload is work the reactor should not do)."""
+        secret = brigade.build_secret(
+            project, event, brigade.build_id(project, event, commit), commit
+        )
+        self.store.create_build(secret)
+        return str(secret["metadata"]["name"])  # type: ignore[index]
+
+    @staticmethod
+    def _store_failed(doing: str, error: StoreUnavailable) -> Refusal:
+        # The details are for the operator; the sender only needs to retry.
+        log.warn("Kubernetes failed while {doing}: {error}", doing=doing, error=str(error))
+        return _unavailable("Kubernetes is unavailable; retry later")
 
     def _refuse(
         self, request: IRequest, refusal: Refusal, fields: dict[str, Any], started: float
