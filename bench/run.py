@@ -69,7 +69,10 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="brigade-crgw-bench-"))
     kubeconfig = tmp / "gateway.kubeconfig"
     cp.write_kubeconfig(kubeconfig, api.configuration.host, ca, {"token": token}, ns)
-    gateway = daemon.start(tmp, ns, kubeconfig)
+    # The shipped defaults for the pool and timeouts, not the tests' small ones.
+    gateway = daemon.start(
+        tmp, ns, kubeconfig, {"kubernetes": {"threads": 8, "request_timeout": 10}}
+    )
     idle_rss = rss_kib(gateway.process.pid)
 
     latencies: list[float] = []
