@@ -94,15 +94,17 @@ def build_id(project: Project, event: ImageEvent, commit: str = "") -> str:
     A redelivered event (same delivery identity) gets the same ID, so its
     Secret name is taken and no second build is made: the time part comes
     from the event's own timestamp, the rest from a hash of the project, the
-    identity, the tag and the commit-ish (two webhooks of one registry that
-    name different commits are two builds, not a redelivery).
+    identity, the tag, the digest and the commit-ish (two webhooks of one
+    registry that name different commits are two builds, not a redelivery).
     """
     if not event.delivery_id:
         return ulid(int(time.time() * 1000), os.urandom(10))
     when = int(event.timestamp.timestamp() * 1000) if event.timestamp else 0
     when = min(max(when, 0), (1 << 48) - 1)
+    # The digest too: a sender that reuses an id for another image (as the
+    # registries' own documentation examples do) still gets a build for it.
     digest = hashlib.sha256(
-        "\0".join((project.id, event.delivery_id, event.tag, commit)).encode("utf-8")
+        "\0".join((project.id, event.delivery_id, event.tag, event.digest, commit)).encode()
     ).digest()
     return ulid(when, digest[:10])
 
@@ -135,7 +137,7 @@ def long_title(event: ImageEvent) -> str:
     if event.host:
         image = f"{event.host}/{image}"
     words = [f"{verb} {image}"]
-    if event.digest and event.tag:
+    if event.digest:
         words.append(f"({event.digest})")
     words.append(f"via {event.registry}")
     if event.pusher:

@@ -6,6 +6,7 @@ import base64
 import re
 from datetime import UTC, datetime
 
+import attr
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -109,6 +110,7 @@ def test_build_id_from_identity_is_stable() -> None:
     assert first != brigade.build_id(project, _event(delivery_id="evt-1", tag="v2", timestamp=when))
     assert first != brigade.build_id(project, _event(delivery_id="evt-2", timestamp=when))
     assert first != brigade.build_id(project, event, "main")
+    assert first != brigade.build_id(project, attr.evolve(event, digest="sha256:1"))
     other = brigade.Project.from_secret("brigade-other", project_secret("other/app"))
     assert other is not None and first != brigade.build_id(other, event)
 
@@ -162,7 +164,9 @@ def test_titles_for_digest_push() -> None:
     """A push by digest is titled with a short digest."""
     event = _event(tag="", digest="sha256:0123456789abcdef0123")
     assert brigade.short_title(event) == "acme/app@sha256:0123456789ab"
-    assert brigade.long_title(event) == "Pushed acme/app@sha256:0123456789ab via dockerhub"
+    assert brigade.long_title(event) == (
+        "Pushed acme/app@sha256:0123456789ab (sha256:0123456789abcdef0123) via dockerhub"
+    )
 
 
 def test_missing_script_is_empty() -> None:
