@@ -3,6 +3,7 @@ identity, against the real API server, over real HTTP."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -235,3 +236,37 @@ def test_systemd_exposure_at_most_2() -> None:
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
     assert match, result.stdout + result.stderr
     assert float(match.group(1)) <= 2.0
+
+
+def test_stopped_api_server(
+    gateway: gateway_process.Daemon, namespace: Namespace, plane_pid: int
+) -> None:
+    """With the local kube-apiserver process stopped (SIGSTOP), the gateway
+    answers 503 within its timeout and stays up; once the process continues
+    (SIGCONT), the same webhook succeeds."""
+    body = fresh(ACR_PUSH, 3000)
+    before = builds(namespace)
+    os.kill(plane_pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        answer = gateway.post("/events/webhook/acme/app", body, BEARER)
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(plane_pid, signal.SIGCONT)
+    assert answer.status == 503, answer.body
+    assert answer.headers["retry-after"] == "5"
+    assert elapsed < 3 + 2  # request_timeout = 3 for the one call that hung
+    assert gateway.alive()
+    again = gateway.post("/events/webhook/acme/app", body, BEARER)
+    assert again.status == 200, again.body
+    assert set(builds(namespace)) - set(before) == set(again.json()["builds"])
+
+
+@pytest.fixture
+def plane_pid(namespace: Namespace) -> int:
+    """The local plane's kube-apiserver process (this test needs the local plane)."""
+    if os.environ.get("BRIGADE_CRGW_TEST_KUBECONFIG"):
+        pytest.skip("stops the local kube-apiserver; not done to a shared cluster")
+    state = namespace.plane.controlplane.running()
+    assert state is not None
+    return int(state["pids"]["kube-apiserver"])
