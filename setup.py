@@ -22,9 +22,9 @@ setup(
             "pytest>=8",
             "pytest-twisted>=1.14",
             "hypothesis>=6.100",
-            "ruff>=0.6",
-            "mypy>=1.11",
-            "mypy-zope>=1.0",
+            "ruff==0.17.6",  # linters pinned: a new rule must not fail CI by itself
+            "mypy==2.4.1",
+            "mypy-zope==1.0.17",
             "docutils>=0.20",
         ],
     },
