@@ -13,11 +13,12 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import attr
 from klein import Klein
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.http import Request as HTTPRequest
 from twisted.web.http import combinedLogFormatter
@@ -81,11 +82,18 @@ def _refusal_body(refusal: Refusal) -> dict[str, str]:
     return body
 
 
+def _global_reactor() -> IReactorTime:
+    from twisted.internet import reactor
+
+    return cast(IReactorTime, reactor)
+
+
 @attr.s(auto_attribs=True)
 class InFlight:
     """Counts webhooks being handled: bounds them, and lets shutdown wait."""
 
     limit: int
+    clock: IReactorTime = attr.ib(factory=_global_reactor)
     count: int = 0
     _waiting: list[Deferred[None]] = attr.ib(factory=list)
 
@@ -97,12 +105,13 @@ class InFlight:
     def leave(self) -> None:
         self.count -= 1
         if self.count == 0 and self._waiting:
-            # A finished answer may still sit in its connection's buffer, and
-            # shutdown closes connections without flushing them: give the
-            # reactor a few turns to write it first.
-            from twisted.internet import reactor
+            self._release_soon()
 
-            reactor.callLater(FLUSH_SECONDS, self._release)
+    def _release_soon(self) -> None:
+        # A finished answer may still sit in its connection's buffer, and
+        # shutdown closes connections without flushing them: give the
+        # reactor a few turns to write it first.
+        self.clock.callLater(FLUSH_SECONDS, self._release)
 
     def _release(self) -> None:
         if self.count == 0:
@@ -111,12 +120,12 @@ class InFlight:
                 d.callback(None)
 
     def drained(self) -> Deferred[None]:
-        """Fires once no webhook is being handled."""
+        """Fires once no webhook is being handled and the last answers had
+        time to leave."""
         d: Deferred[None] = Deferred()
+        self._waiting.append(d)
         if self.count == 0:
-            d.callback(None)
-        else:
-            self._waiting.append(d)
+            self._release_soon()
         return d
 
 
