@@ -30,6 +30,7 @@ from . import auth, brigade, registries
 from .config import WHEN_CONFIGURED, Config
 from .events import ImageEvent
 from .kube import SecretStore, StoreUnavailable
+from .metrics import Metrics
 
 log = Logger()
 Runner = Callable[..., "Deferred[Any]"]
@@ -221,16 +222,24 @@ class Gateway:
     clock: Callable[[], float] = time.monotonic
     in_flight: InFlight = attr.ib(default=None)
     policy: auth.Policy = attr.ib(init=False)
+    metrics: Metrics = attr.ib(init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.in_flight is None:
             self.in_flight = InFlight(self.config.max_in_flight)
         self.policy = auth.Policy(self.config.require, self.config.token_keys)
+        self.metrics = Metrics(lambda: self.in_flight.count)
 
     @app.route("/healthz", methods=["GET", "HEAD"])
     def healthz(self, request: IRequest) -> bytes:
         request.setHeader("Content-Type", "text/plain")
         return b"OK"
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics_text(self, request: IRequest) -> bytes:
+        """Counters in the Prometheus text format."""
+        request.setHeader("Content-Type", "text/plain; version=0.0.4")
+        return self.metrics.render().encode()
 
     @app.route("/events/<any(webhook, dockerhub):route>/<path:rest>", methods=["OPTIONS"])
     def handshake(self, request: IRequest, route: str, rest: str) -> bytes:
@@ -363,14 +372,17 @@ class Gateway:
         return write_json(request, refusal.code, _refusal_body(refusal), refusal.headers)
 
     def _log(self, code: int, fields: dict[str, Any], started: float, reason: str = "") -> None:
+        """The one log line of a webhook, and its count in the metrics."""
+        duration = self.clock() - started
         log.info(
             "webhook project={project} registry={registry} repository={repository} tag={tag} "
             "builds={builds} code={code} duration={duration:.3f}s{why}",
             code=code,
-            duration=self.clock() - started,
+            duration=duration,
             why=f" reason={reason!r}" if reason else "",
             **fields,
         )
+        self.metrics.record(fields["registry"] or "none", code, len(fields["builds"]), duration)
 
     @app.handle_errors(NotFound)
     def not_found(self, request: IRequest, failure: Any) -> bytes:

@@ -132,6 +132,8 @@ def test_log_line_per_webhook_without_tokens(gateway: gateway_process.Daemon) ->
         assert field in line
     assert TOKEN not in gateway.log()
     assert "shared-secret-never-logged" not in gateway.log()
+    metrics = gateway.request("GET", "/metrics").body.decode()
+    assert 'brigade_crgw_webhooks_total{registry="dockerhub",code="200"}' in metrics
 
 
 @pytest.fixture

@@ -69,6 +69,20 @@ class WebTests(SynchronousTestCase):
         sep = "&" if "?" in url else "?"
         return self.call("POST", f"{url}{sep}token={TOKEN}", body, **kwargs)
 
+    def test_metrics_count_webhooks_and_builds(self) -> None:
+        """/metrics counts answers by registry and code, builds, and durations."""
+        client = self.gateway()
+        self.post("/events/webhook/acme/app", ACR_PUSH, client=client)
+        self.post("/events/webhook/acme/app", ACR_PING, client=client)
+        self.call("POST", "/events/webhook/acme/app?token=nope", DOCKERHUB, client=client)
+        text = self.call("GET", "/metrics", client=client).body.decode()
+        self.assertIn('brigade_crgw_webhooks_total{registry="acr",code="200"} 2', text)
+        self.assertIn('brigade_crgw_webhooks_total{registry="none",code="401"} 1', text)
+        self.assertIn('brigade_crgw_builds_total{registry="acr"} 1', text)
+        self.assertIn("brigade_crgw_webhooks_in_flight 0", text)
+        self.assertIn('brigade_crgw_webhook_duration_seconds_bucket{le="+Inf"} 3', text)
+        self.assertIn("brigade_crgw_webhook_duration_seconds_count 3", text)
+
     def test_healthz(self) -> None:
         """GET /healthz answers 200 OK, as v1 did."""
         reply = self.call("GET", "/healthz")
