@@ -14,7 +14,6 @@ through the API server and etcd.  With ``--plane`` it also times a warm
 from __future__ import annotations
 
 import argparse
-import base64
 import statistics
 import sys
 import tempfile
@@ -61,14 +60,10 @@ def main() -> int:
     core = client.CoreV1Api(api)
     ns = f"bench-{uuid.uuid4().hex[:8]}"
     core.create_namespace({"metadata": {"name": ns}})
-    cp.apply_rbac(api, ns)
     core.create_namespaced_secret(ns, project_secret("bench/app"))
-    token = cp.gateway_token(api, ns, 3600)
-    with open(api.configuration.ssl_ca_cert, "rb") as f:
-        ca = base64.b64encode(f.read()).decode()
     tmp = Path(tempfile.mkdtemp(prefix="brigade-crgw-bench-"))
     kubeconfig = tmp / "gateway.kubeconfig"
-    cp.write_kubeconfig(kubeconfig, api.configuration.host, ca, {"token": token}, ns)
+    cp.gateway_identity(api, ns, kubeconfig, 3600)
     # The shipped defaults for the pool and timeouts, not the tests' small ones.
     gateway = daemon.start(
         tmp, ns, kubeconfig, {"kubernetes": {"threads": 8, "request_timeout": 10}}

@@ -393,15 +393,19 @@ def _b64(path: Path) -> str:
 
 
 def write_kubeconfig(
-    path: Path, server: str, ca_data: str, user: dict[str, str], namespace: str
+    path: Path, server: str, ca_data: str | None, user: dict[str, str], namespace: str
 ) -> None:
-    """Write a one-context kubeconfig (JSON, which every YAML reader reads)."""
+    """Write a one-context kubeconfig (JSON, which every YAML reader reads).
+
+    :param ca_data: the cluster's CA (base64 PEM); None trusts the system's.
+    """
+    cluster = {"server": server}
+    if ca_data:
+        cluster["certificate-authority-data"] = ca_data
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [
-            {"name": "plane", "cluster": {"server": server, "certificate-authority-data": ca_data}}
-        ],
+        "clusters": [{"name": "plane", "cluster": cluster}],
         "users": [{"name": "user", "user": user}],
         "contexts": [
             {
@@ -459,6 +463,17 @@ def gateway_token(api: Any, namespace: str, seconds: int = TOKEN_SECONDS) -> str
     return str(answer.status.token)
 
 
+def gateway_identity(api: Any, namespace: str, path: Path, seconds: int = TOKEN_SECONDS) -> None:
+    """Give the gateway its identity in ``namespace`` of the cluster ``api``
+    talks to: apply the RBAC, and write a kubeconfig holding a token of its
+    ServiceAccount at ``path``."""
+    apply_rbac(api, namespace)
+    token = gateway_token(api, namespace, seconds)
+    configuration = api.configuration
+    ca = _b64(Path(configuration.ssl_ca_cert)) if configuration.ssl_ca_cert else None
+    write_kubeconfig(path, configuration.host, ca, {"token": token}, namespace)
+
+
 def admin_api() -> Any:
     from kubernetes import config
 
@@ -486,12 +501,7 @@ def up() -> dict[str, Any]:
         DEFAULT_NAMESPACE,
     )
     if not gateway_kubeconfig().exists():
-        api = admin_api()
-        apply_rbac(api, DEFAULT_NAMESPACE)
-        token = gateway_token(api, DEFAULT_NAMESPACE)
-        write_kubeconfig(
-            gateway_kubeconfig(), state["server"], ca, {"token": token}, DEFAULT_NAMESPACE
-        )
+        gateway_identity(admin_api(), DEFAULT_NAMESPACE, gateway_kubeconfig())
     return state
 
 

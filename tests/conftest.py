@@ -8,7 +8,6 @@ that need it; it never turns into skips.
 
 from __future__ import annotations
 
-import base64
 import importlib.util
 import os
 import uuid
@@ -75,13 +74,8 @@ def namespace(plane: Plane, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """A namespace of this test module's own, and the gateway's identity in it."""
     name = f"crgw-test-{uuid.uuid4().hex[:10]}"
     plane.core.create_namespace({"metadata": {"name": name}})
-    plane.controlplane.apply_rbac(plane.api, name)
-    token = plane.controlplane.gateway_token(plane.api, name, 3600)
-    configuration = plane.api.configuration
-    with open(configuration.ssl_ca_cert, "rb") as f:
-        ca = base64.b64encode(f.read()).decode()
     kubeconfig = tmp_path_factory.mktemp("kube") / "gateway.kubeconfig"
-    plane.controlplane.write_kubeconfig(kubeconfig, configuration.host, ca, {"token": token}, name)
+    plane.controlplane.gateway_identity(plane.api, name, kubeconfig, 3600)
     yield Namespace(name, kubeconfig, plane)
     # Without a namespace controller (the local plane) this only marks it
     # Terminating; `scripts/control-plane down` removes everything.

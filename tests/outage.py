@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from pathlib import Path
 from urllib.parse import urlparse
 
 FORWARD, REFUSE, HANG = "forward", "refuse", "hang"
@@ -96,3 +97,9 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
     finally:
         _close(source)
         _close(sink)
+
+
+def proxied_kubeconfig(kubeconfig: Path, server: str, proxy: Proxy, path: Path) -> Path:
+    """A copy of ``kubeconfig`` whose road to ``server`` goes through ``proxy``."""
+    path.write_text(kubeconfig.read_text().replace(server, proxy.url))
+    return path

@@ -18,7 +18,7 @@ from brigade_crgw.brigade import project_id
 from . import daemon as gateway_process
 from .conftest import Namespace
 from .factories import TOKEN, decoded, fresh, project_secret
-from .outage import FORWARD, HANG, REFUSE, Proxy
+from .outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
 
 pytestmark = pytest.mark.integration
 PAYLOADS = Path(__file__).resolve().parent / "payloads"
@@ -141,10 +141,11 @@ def outage(
     namespace: Namespace, project: str, tmp_path: Path
 ) -> Iterator[tuple[gateway_process.Daemon, Proxy]]:
     """A gateway whose road to the API server goes through a breakable proxy."""
-    proxy = Proxy(namespace.plane.api.configuration.host)
-    kubeconfig = tmp_path / "via-proxy.kubeconfig"
-    text = namespace.gateway_kubeconfig.read_text()
-    kubeconfig.write_text(text.replace(namespace.plane.api.configuration.host, proxy.url))
+    server = namespace.plane.api.configuration.host
+    proxy = Proxy(server)
+    kubeconfig = proxied_kubeconfig(
+        namespace.gateway_kubeconfig, server, proxy, tmp_path / "via-proxy.kubeconfig"
+    )
     process = gateway_process.start(tmp_path, namespace.name, kubeconfig)
     yield process, proxy
     process.stop()

@@ -23,7 +23,7 @@ from brigade_crgw.brigade import project_id
 from . import daemon as gateway_process
 from .conftest import Namespace
 from .factories import TOKEN, fresh, project_secret
-from .outage import FORWARD, HANG, Proxy
+from .outage import FORWARD, HANG, Proxy, proxied_kubeconfig
 
 pytestmark = pytest.mark.integration
 PAYLOADS = Path(__file__).resolve().parent / "payloads"
@@ -339,10 +339,11 @@ def test_in_flight_bound(namespace: Namespace, tmp_path: Path) -> None:
     """With max_in_flight webhooks waiting on a stalled API server, one more
     gets 503 with Retry-After at once, instead of queueing."""
     namespace.plane.core.read_namespaced_secret(project_id("acme/app"), namespace.name)
-    proxy = Proxy(namespace.plane.api.configuration.host)
-    kubeconfig = tmp_path / "via-proxy.kubeconfig"
-    host = namespace.plane.api.configuration.host
-    kubeconfig.write_text(namespace.gateway_kubeconfig.read_text().replace(host, proxy.url))
+    server = namespace.plane.api.configuration.host
+    proxy = Proxy(server)
+    kubeconfig = proxied_kubeconfig(
+        namespace.gateway_kubeconfig, server, proxy, tmp_path / "via-proxy.kubeconfig"
+    )
     process = gateway_process.start(
         tmp_path, namespace.name, kubeconfig, {"server": {"max_in_flight": 1}}
     )
