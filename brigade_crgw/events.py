@@ -6,7 +6,8 @@ from datetime import datetime
 
 import attr
 
-# Actions a build can be made for; see ``[gateway] event_types``.
+# Actions a build can be made for; see ``[gateway] event_types``. A build's
+# ``event_type`` (Brigade's word) is the action of the event it was made for.
 IMAGE_PUSH = "image_push"
 IMAGE_DELETE = "image_delete"
 CHART_PUSH = "chart_push"
@@ -18,9 +19,11 @@ BUILDABLE_ACTIONS = frozenset({IMAGE_PUSH, IMAGE_DELETE, CHART_PUSH, CHART_DELET
 class ImageEvent:
     """One thing that happened to one image, as a registry reported it.
 
-    :param registry: the registry kind that sent it (``dockerhub``, ``acr``, ...).
-    :param action: one of :data:`BUILDABLE_ACTIONS`, or the registry's own
-        word for anything else (``ping``, ``pull``, ``quarantine``, ...).
+    :param registry: the name of the registry that sent it (``dockerhub``,
+        ``acr``, ...; see ``registries.NAMES``).
+    :param action: what happened: one of :data:`BUILDABLE_ACTIONS`, or the
+        registry's own word for anything else (``ping``, ``pull``,
+        ``quarantine``, ...).
     :param repository: the repository, without host (``acme/app``).
     :param host: the registry's host name, where the payload says it.
     :param tag: the tag, empty for a push by digest.

@@ -9,7 +9,7 @@ import attr
 import docutils.core
 
 from brigade_crgw.config import _SCHEMA, Config
-from brigade_crgw.registries import KINDS
+from brigade_crgw.registries import NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.rst").read_text()
@@ -40,6 +40,6 @@ def test_every_key_documented() -> None:
 
 
 def test_every_registry_in_the_table() -> None:
-    """Each registry kind has its row in the README."""
-    for kind in KINDS:
-        assert f"(``{kind}``)" in README, kind
+    """Each registry has its row in the README, under its name."""
+    for name in NAMES:
+        assert f"(``{name}``)" in README, name

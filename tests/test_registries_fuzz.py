@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from brigade_crgw.registries import KINDS, Delivery, PayloadError, decode
+from brigade_crgw.registries import NAMES, Delivery, PayloadError, decode
 from brigade_crgw.registries._common import split_reference, timestamp
 
 PAYLOADS = Path(__file__).parent / "payloads"
@@ -93,7 +93,7 @@ headers_st = st.dictionaries(
     st.sampled_from(HEADER_VALUES) | st.text(max_size=40),
     max_size=6,
 )
-registry_st = st.sampled_from([None, *KINDS, "bogus"])
+registry_st = st.sampled_from([None, *NAMES, "bogus"])
 
 scalars = (
     st.none()

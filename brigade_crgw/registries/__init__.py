@@ -1,22 +1,31 @@
 """Container-registry webhook formats, decoded into :class:`ImageEvent` s.
 
-:func:`decode` is the one entry point: it finds the format from the headers
-and the body's shape (or takes it from ``?registry=``) and hands the body to
-that format's module. Each module knows one registry and nothing of
-Kubernetes or HTTP.
+:func:`decode` is the one entry point: it finds the registry from the
+headers and the body's shape (or takes it from ``?registry=``) and hands the
+body to that registry's module. Each module knows one registry and nothing
+of Kubernetes or HTTP, and describes itself in one record,
+``REGISTRY = Registry(...)`` (see :class:`Registry`).
 
-Detection order matters, because shapes overlap: a header that only one
-sender sets decides first, if the body could be that sender's; then shapes
-are tried from the most specific to the loosest (ACR's native webhook is one
-CNCF Distribution event, which many bodies resemble, so it comes last). A
-JSON body that nothing recognises is a ``generic`` image push, as Brigade v1
-made a build for any body.
+:data:`REGISTRIES` is the detection order. Shapes overlap, so first a header
+that only one sender sets decides (if the body could be that sender's), in
+this order; then shapes are tried in this order, from the most specific to
+the loosest (ACR's native webhook is one CNCF Distribution event, which many
+bodies resemble, so it comes late). A JSON body that nothing recognises is a
+``generic`` image push, as Brigade v1 made a build for any body.
+
+CloudEvents are an envelope, not a sender: the package reads the envelope
+and gives each event to the first registry whose ``cloudevent_types``
+claims its type, and the rest to ``cloudevents``.
+
+Adding a registry is one module that defines its ``REGISTRY`` and one line
+in :data:`REGISTRIES`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Iterable, Mapping
 
+from brigade_crgw.events import ImageEvent
 from brigade_crgw.registries import (
     acr,
     alibaba,
@@ -33,111 +42,78 @@ from brigade_crgw.registries import (
     nexus,
     quay,
 )
-from brigade_crgw.registries._cloudevent import is_binary, looks_structured
+from brigade_crgw.registries._cloudevent import (
+    CloudEvent,
+    binary,
+    envelopes,
+    is_binary,
+    looks_structured,
+)
 from brigade_crgw.registries._common import (
     Delivery,
     Headers,
     PayloadError,
+    lower_names,
     media_type,
     parse_json,
 )
+from brigade_crgw.registries._registry import Registry
 
-__all__ = ["KINDS", "Delivery", "PayloadError", "decode", "detect"]
+__all__ = [
+    "NAMES",
+    "REGISTRIES",
+    "Delivery",
+    "PayloadError",
+    "Registry",
+    "decode",
+    "detect",
+    "lower_names",
+    "media_type",
+]
 
-_Decoder = Callable[[object, bytes, Headers], Delivery]
-
-_DECODERS: Mapping[str, _Decoder] = {
-    acr.KIND: acr.decode,
-    alibaba.KIND: alibaba.decode,
-    cloudevents.KIND: cloudevents.decode,
-    distribution.KIND: distribution.decode,
-    dockerhub.KIND: dockerhub.decode,
-    dtr.KIND: dtr.decode,
-    ecr.KIND: ecr.decode,
-    gar.KIND: gar.decode,
-    github.KIND: github.decode,
-    harbor.KIND: harbor.decode,
-    jfrog.KIND: jfrog.decode,
-    nexus.KIND: nexus.decode,
-    quay.KIND: quay.decode,
-    generic.KIND: generic.decode,
-}
-
-#: Every registry kind ``?registry=`` accepts.
-KINDS: tuple[str, ...] = tuple(_DECODERS)
-
-# Most specific shape first; see the module docstring.
-_SHAPES: tuple[tuple[str, Callable[[object], bool]], ...] = (
-    (cloudevents.KIND, cloudevents.looks_like),
-    (harbor.KIND, harbor.looks_like),
-    (distribution.KIND, distribution.looks_like),
-    (gar.KIND, gar.looks_like),
-    (ecr.KIND, ecr.looks_like),
-    (jfrog.KIND, jfrog.looks_like),
-    (nexus.KIND, nexus.looks_like),
-    (github.KIND, github.looks_like),
-    (alibaba.KIND, alibaba.looks_like),
-    (dockerhub.KIND, dockerhub.looks_like),
-    (dtr.KIND, dtr.looks_like),
-    (quay.KIND, quay.looks_like),
-    (acr.KIND, acr.looks_like),
+#: Every registry, in detection order; ``generic`` matches anything, so last.
+REGISTRIES: tuple[Registry, ...] = (
+    cloudevents.REGISTRY,
+    harbor.REGISTRY,
+    distribution.REGISTRY,
+    gar.REGISTRY,
+    ecr.REGISTRY,
+    jfrog.REGISTRY,
+    nexus.REGISTRY,
+    github.REGISTRY,
+    alibaba.REGISTRY,
+    dockerhub.REGISTRY,
+    dtr.REGISTRY,
+    quay.REGISTRY,
+    acr.REGISTRY,
+    generic.REGISTRY,
 )
 
-_CLOUDEVENTS_TYPES = ("application/cloudevents+json", "application/cloudevents-batch+json")
+#: Every name ``?registry=`` accepts.
+NAMES: tuple[str, ...] = tuple(registry.name for registry in REGISTRIES)
+
+_BY_NAME: Mapping[str, Registry] = {registry.name: registry for registry in REGISTRIES}
 
 
-def _header_hint(doc: object, headers: Headers) -> str | None:
-    # A header that only one sender sets names the format, as long as the
-    # body could be that format: a hint on a body of another shape (a proxy
-    # or a test that sets a content type by habit) falls through to shapes.
-    content_type = media_type(headers)
-    if "x-github-event" in headers and isinstance(doc, dict):
-        return github.KIND  # every GitHub event, ping included, is an object
-    if "x-nexus-webhook-id" in headers and isinstance(doc, dict):
-        return nexus.KIND
-    if "x-jfrog-event-auth" in headers and jfrog.looks_like(doc):
-        return jfrog.KIND
-    if content_type.startswith("application/vnd.docker.distribution.events."):
-        # A bare event, not in its envelope, is otherwise read as ACR's.
-        if distribution.looks_like(doc) or distribution.looks_like_event(doc):
-            return distribution.KIND
-    if content_type in _CLOUDEVENTS_TYPES and looks_structured(doc):
-        return cloudevents.KIND
-    if "aeg-event-type" in headers or headers.get("user-agent", "").startswith(
-        "AzureContainerRegistry/"
-    ):
-        # Event Grid also delivers CloudEvents, whose types are dispatched.
-        if looks_structured(doc):
-            return cloudevents.KIND
-        if acr.looks_like(doc):
-            return acr.KIND
-    if "x-goog-pubsub-message-id" in headers and gar.looks_like(doc):
-        return gar.KIND
-    return None
-
-
-def detect(doc: object, headers: Headers) -> str:
-    """The registry kind that sent a parsed body.
+def detect(doc: object, headers: Headers) -> Registry:
+    """The registry that sent a parsed body.
 
     :param doc: the parsed JSON body.
     :param headers: lower-cased header names mapped to their first value.
-    :returns: one of :data:`KINDS`; ``generic`` when nothing matches.
+    :returns: one of :data:`REGISTRIES`; ``generic`` when nothing else matches.
     """
-    hint = _header_hint(doc, headers)
-    if hint is not None:
-        return hint
-    for kind, looks_like in _SHAPES:
-        if looks_like(doc):
-            return kind
-    return generic.KIND
+    for registry in REGISTRIES:
+        if registry.header_hint(doc, headers):
+            return registry
+    return next(registry for registry in REGISTRIES if registry.looks_like(doc))
 
 
 def decode(body: bytes, headers: Mapping[str, str], registry: str | None = None) -> Delivery:
     """Decode one webhook request.
 
     :param body: the request body.
-    :param headers: header names (lower-cased) mapped to their first value.
-    :param registry: the kind named by ``?registry=``, which overrides
+    :param headers: header names (any case) mapped to their first value.
+    :param registry: the name given by ``?registry=``, which overrides
         detection; ``None`` or ``""`` to detect.
     :returns: the delivery, with every event it holds.
     :raises PayloadError: for an unknown ``registry``, a body that is not
@@ -145,13 +121,51 @@ def decode(body: bytes, headers: Mapping[str, str], registry: str | None = None)
         recognised format whose fields have the wrong types. Nothing else is
         raised, whatever the bytes and headers.
     """
-    headers = {name.lower(): value for name, value in headers.items()}
-    kind = (registry or "").strip().lower()
-    if kind and kind not in _DECODERS:
-        raise PayloadError(f"unknown registry {kind[:40]!r}; accepted: {', '.join(KINDS)}")
-    if kind in ("", cloudevents.KIND) and is_binary(headers):
-        return cloudevents.decode_binary(body, headers)
+    headers = lower_names(headers)
+    named = _named(registry)
+    # ``?registry=cloudevents`` names the envelope, not a sender: the types
+    # still choose who reads each event.
+    by_type = named is None or named is cloudevents.REGISTRY
+    if by_type and is_binary(headers):
+        event = binary(body, headers)
+        if not event.type:
+            raise PayloadError("ce-type: empty")
+        return _cloudevents([event], None)
     doc = parse_json(body)
     if not isinstance(doc, (dict, list)):
         raise PayloadError("body is not a JSON object or array")
-    return _DECODERS[kind or detect(doc, headers)](doc, body, headers)
+    chosen = named or detect(doc, headers)
+    if chosen.decode is None or (chosen.from_cloudevent and looks_structured(doc)):
+        return _cloudevents(envelopes(doc, body), None if by_type else chosen)
+    return chosen.decode(doc, body, headers)
+
+
+def _named(registry: str | None) -> Registry | None:
+    name = (registry or "").strip().lower()
+    if not name:
+        return None
+    if name not in _BY_NAME:
+        raise PayloadError(f"unknown registry {name[:40]!r}; accepted: {', '.join(NAMES)}")
+    return _BY_NAME[name]
+
+
+def _cloudevents(ces: Iterable[CloudEvent], reader: Registry | None) -> Delivery:
+    """Each CloudEvent read by ``reader``, or else by the registry that claims
+    its type; the delivery is that registry's when all are one's."""
+    events: list[ImageEvent] = []
+    senders = set()
+    for ce in ces:
+        sender = reader or _claimant(ce.type)
+        senders.add(sender.name)
+        if sender.from_cloudevent is None:  # a record without its reader
+            raise PayloadError(f"{sender.name} does not read CloudEvents")
+        events.extend(sender.from_cloudevent(ce))
+    name = senders.pop() if len(senders) == 1 else cloudevents.NAME
+    return Delivery(name, tuple(events))
+
+
+def _claimant(ce_type: str) -> Registry:
+    return next(
+        (registry for registry in REGISTRIES if registry.cloudevent_types(ce_type)),
+        cloudevents.REGISTRY,
+    )

@@ -1,8 +1,8 @@
 """The CloudEvents 1.0 envelope, in structured and in binary mode.
 
 Several registries speak CloudEvents (Harbor 2.8+, ACR through Event Grid,
-Zot); this module only reads the envelope, and the registry modules read
-``data``.
+Zot); this module only reads the envelope, and the registry that claims an
+event's ``type`` reads its ``data``.
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ def structured(event: Obj, payload: bytes) -> CloudEvent:
     :raises PayloadError: when ``type`` is missing or an attribute is not a
         string.
     """
-    kind = event.text("type")
-    if not kind:
+    ce_type = event.text("type")
+    if not ce_type:
         raise PayloadError(f"{event.at('type')}: missing")
     data = event.raw("data")
     if data is None and event.has("data_base64"):
@@ -93,7 +93,7 @@ def structured(event: Obj, payload: bytes) -> CloudEvent:
     return CloudEvent(
         id=event.text("id"),
         source=event.text("source"),
-        type=kind,
+        type=ce_type,
         time=timestamp(event.raw("time")),
         data=data,
         extensions=extensions,

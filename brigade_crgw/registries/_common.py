@@ -37,8 +37,9 @@ class PayloadError(Exception):
 class Delivery:
     """Everything one webhook request said.
 
-    :param registry: the registry kind that decoded it (``acr``, ...), or
-        ``generic`` when no decoder recognised the body.
+    :param registry: the name of the registry that sent it (``acr``, ...),
+        ``cloudevents`` for CloudEvents of several or unknown senders, or
+        ``generic`` when no registry recognised the body.
     :param events: every event in the delivery, pushes and other events alike.
     :param reply: a handshake answer to send back instead of making builds
         (Event Grid's subscription validation), else ``None``.
@@ -173,25 +174,25 @@ class Obj:
     def objs(self, key: str) -> list[Obj]:
         """A list-of-objects field, empty when missing."""
         return [
-            Obj.root(item, f"{self.at(key)}[{index}]") for index, item in enumerate(self.items(key))
+            Obj.root(item, f"{self.at(key)}[{index}]") for index, item in enumerate(self.array(key))
         ]
 
     def texts(self, key: str) -> list[str]:
         """A list-of-strings field, empty when missing."""
         result = []
-        for index, item in enumerate(self.items(key)):
+        for index, item in enumerate(self.array(key)):
             path = f"{self.at(key)}[{index}]"
             if not isinstance(item, str):
                 raise PayloadError(f"{path}: expected a string")
             result.append(_unicode(item, path))
         return result
 
-    def keys(self, key: str) -> list[str]:
+    def names(self, key: str) -> list[str]:
         """The member names of an object field, empty when missing."""
         field = self.obj(key)
         return [_unicode(name, field.path) for name in field.data]
 
-    def items(self, key: str) -> list[object]:
+    def array(self, key: str) -> list[object]:
         """A list field, unchecked items, empty when missing."""
         value = self.data.get(key)
         if value is None:
@@ -209,8 +210,18 @@ def header(headers: Headers, name: str) -> str:
     return _unicode(headers.get(name, ""), name)
 
 
+def lower_names(headers: Mapping[str, str]) -> dict[str, str]:
+    """Request headers keyed by lower-cased name, as :data:`Headers` are:
+    HTTP header names are case-insensitive, values are kept as sent."""
+    return {name.lower(): value for name, value in headers.items()}
+
+
 def media_type(headers: Headers) -> str:
-    """The request's content type without parameters, lower-cased."""
+    """The request's content type without parameters, lower-cased
+    (``""`` when there is none).
+
+    :param headers: lower-cased names (:func:`lower_names`).
+    """
     return headers.get("content-type", "").split(";")[0].strip().lower()
 
 

@@ -5,8 +5,8 @@ The native webhook posts one event object whose ``action`` is ``push``,
 Event Grid posts a JSON array of events (``eventType``
 ``Microsoft.ContainerRegistry.ImagePushed``...; older docs show the bare
 ``ImagePushed``), or CloudEvents when the subscription uses that schema;
-either way the ACR event is in ``data`` and keeps the ``acr`` kind, so that a
-build's provider reads the same whatever the transport.
+either way the ACR event is in ``data`` and keeps the registry name ``acr``,
+so that a build's provider reads the same whatever the transport.
 
 Event Grid proves a subscription by posting a
 ``Microsoft.EventGrid.SubscriptionValidationEvent``; its answer is the
@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from brigade_crgw.events import CHART_DELETE, CHART_PUSH, IMAGE_DELETE, IMAGE_PUSH, ImageEvent
-from brigade_crgw.registries._cloudevent import CloudEvent, envelopes, looks_structured
+from brigade_crgw.registries._cloudevent import CloudEvent
 from brigade_crgw.registries._common import (
     Delivery,
     Headers,
@@ -28,8 +28,9 @@ from brigade_crgw.registries._common import (
     first_time,
     word,
 )
+from brigade_crgw.registries._registry import Registry
 
-KIND = "acr"
+NAME = "acr"
 
 _NATIVE_ACTIONS = {
     "push": IMAGE_PUSH,
@@ -47,9 +48,21 @@ _PREFIX = "Microsoft.ContainerRegistry."
 VALIDATION = "Microsoft.EventGrid.SubscriptionValidationEvent"
 
 
-def is_acr_type(kind: str) -> bool:
+def is_acr_type(event_type: str) -> bool:
     """Whether an Event Grid or CloudEvents type is an ACR event."""
-    return kind.startswith(_PREFIX) or kind in _GRID_ACTIONS
+    return event_type.startswith(_PREFIX) or event_type in _GRID_ACTIONS
+
+
+def sent_by_acr(doc: object, headers: Headers) -> bool:
+    """Event Grid's ``aeg-event-type`` or ACR's ``User-Agent``, on an ACR body.
+
+    (Event Grid's CloudEvents are CloudEvents by shape, and their types
+    bring them here.)
+    """
+    from_azure = "aeg-event-type" in headers or headers.get("user-agent", "").startswith(
+        "AzureContainerRegistry/"
+    )
+    return from_azure and looks_like(doc)
 
 
 def looks_like(doc: object) -> bool:
@@ -69,13 +82,11 @@ def looks_like(doc: object) -> bool:
 
 
 def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
-    """Decode a native webhook, an Event Grid array or ACR CloudEvents.
+    """Decode a native webhook or an Event Grid array.
 
     :raises PayloadError: for fields of the wrong type, a missing ``action``
         or ``eventType``, or a validation event without its code.
     """
-    if looks_structured(doc):
-        return Delivery(KIND, tuple(from_cloudevent(ce) for ce in envelopes(doc, body)))
     if isinstance(doc, list):
         return _event_grid(doc)
     root = Obj.root(doc)
@@ -91,49 +102,50 @@ def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
         time=None,
         payload=body,
     )
-    return Delivery(KIND, (event,))
+    return Delivery(NAME, (event,))
 
 
-def from_cloudevent(ce: CloudEvent) -> ImageEvent:
+def from_cloudevent(ce: CloudEvent) -> tuple[ImageEvent, ...]:
     """The ACR event in an Event Grid CloudEvent."""
-    return _event(
+    event = _event(
         _grid_action(ce.type),
         ce.data_obj(),
         delivery_id=ce.delivery_id,
         time=ce.time,
         payload=ce.payload,
     )
+    return (event,)
 
 
 def _event_grid(items: list[object]) -> Delivery:
     events = []
     for index, item in enumerate(items):
         grid = Obj.root(item, f"[{index}]")
-        kind = grid.text("eventType")
-        if not kind:
+        grid_type = grid.text("eventType")
+        if not grid_type:
             raise PayloadError(f"{grid.at('eventType')}: missing")
         data = grid.obj("data")
-        if kind == VALIDATION:
+        if grid_type == VALIDATION:
             # Event Grid sends the validation event alone; answering it is
             # all this delivery asks for.
             code = data.text("validationCode")
             if not code:
                 raise PayloadError(f"{data.at('validationCode')}: missing")
-            return Delivery(KIND, (), reply={"validationResponse": code})
+            return Delivery(NAME, (), reply={"validationResponse": code})
         events.append(
             _event(
-                _grid_action(kind),
+                _grid_action(grid_type),
                 data,
                 delivery_id=grid.text("id"),
                 time=first_time(grid.raw("eventTime")),
                 payload=compact(item),
             )
         )
-    return Delivery(KIND, tuple(events))
+    return Delivery(NAME, tuple(events))
 
 
-def _grid_action(kind: str) -> str:
-    short = kind.removeprefix(_PREFIX)
+def _grid_action(grid_type: str) -> str:
+    short = grid_type.removeprefix(_PREFIX)
     if short in _GRID_ACTIONS:
         return _GRID_ACTIONS[short]
     return word(short.rpartition(".")[2])
@@ -146,7 +158,7 @@ def _event(
     # CNCF Distribution's event: target, request, actor.
     target = event.obj("target")
     return ImageEvent(
-        registry=KIND,
+        registry=NAME,
         action=action,
         repository=target.text("repository"),
         host=event.obj("request").text("host"),
@@ -158,3 +170,13 @@ def _event(
         delivery_id=delivery_id,
         payload=payload,
     )
+
+
+REGISTRY = Registry(
+    name=NAME,
+    decode=decode,
+    looks_like=looks_like,
+    header_hint=sent_by_acr,
+    cloudevent_types=is_acr_type,
+    from_cloudevent=from_cloudevent,
+)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from brigade_crgw.events import IMAGE_PUSH, ImageEvent
 from brigade_crgw.registries._common import Delivery, Headers, Obj, PayloadError, join, timestamp
+from brigade_crgw.registries._registry import Registry
 
-KIND = "alibaba"
+NAME = "alibaba"
 
 
 def looks_like(doc: object) -> bool:
@@ -41,14 +42,17 @@ def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
     tag = push.text("tag")
     pushed_at = push.text("pushed_at")
     event = ImageEvent(
-        registry=KIND,
+        registry=NAME,
         action=IMAGE_PUSH,
         repository=repository,
         host=f"registry.{region}.aliyuncs.com" if region else "",
         tag=tag,
         digest=push.text("digest"),
         timestamp=timestamp(pushed_at),
-        delivery_id=f"{KIND}:{repository}:{tag}:{pushed_at}" if pushed_at else "",
+        delivery_id=f"{NAME}:{repository}:{tag}:{pushed_at}" if pushed_at else "",
         payload=body,
     )
-    return Delivery(KIND, (event,))
+    return Delivery(NAME, (event,))
+
+
+REGISTRY = Registry(name=NAME, decode=decode, looks_like=looks_like)

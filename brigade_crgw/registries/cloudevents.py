@@ -1,13 +1,15 @@
-"""CloudEvents 1.0 from any registry, in structured or binary mode.
+"""CloudEvents 1.0 whose type no other registry claims (Zot, CDEvents...).
 
 Structured mode posts the event as JSON (``application/cloudevents+json``,
 or a JSON array as ``application/cloudevents-batch+json``); binary mode puts
-the attributes in ``ce-*`` headers and the data in the body. Harbor's and
-ACR's types go to their own decoders; any other type whose words mean an
-image push (``image.pushed``, ``image.updated``, ``artifact.pushed``,
-``push``...) is an image push, with repository, tag and digest read from
-``data`` where the usual names are (Zot's ``zotregistry.image.updated``
-has ``name``, ``reference``, ``digest`` and ``mediaType``).
+the attributes in ``ce-*`` headers and the data in the body. The package
+reads the envelope and gives each event to the registry that claims its
+type (Harbor's ``harbor.*``, ACR's ``Microsoft.ContainerRegistry.*``); the
+rest come here. Any type whose words mean an image push (``image.pushed``,
+``image.updated``, ``artifact.pushed``, ``push``...) is an image push, with
+repository, tag and digest read from ``data`` where the usual names are
+(Zot's ``zotregistry.image.updated`` has ``name``, ``reference``, ``digest``
+and ``mediaType``).
 """
 
 from __future__ import annotations
@@ -15,23 +17,13 @@ from __future__ import annotations
 import re
 
 from brigade_crgw.events import CHART_DELETE, CHART_PUSH, IMAGE_DELETE, IMAGE_PUSH, ImageEvent
-from brigade_crgw.registries import acr, harbor
-from brigade_crgw.registries._cloudevent import (
-    CloudEvent,
-    binary,
-    envelopes,
-    looks_structured,
-)
-from brigade_crgw.registries._common import (
-    Delivery,
-    Headers,
-    Obj,
-    PayloadError,
-    split_reference,
-    word,
-)
+from brigade_crgw.registries._cloudevent import CloudEvent, looks_structured
+from brigade_crgw.registries._common import Headers, Obj, media_type, split_reference, word
+from brigade_crgw.registries._registry import Registry
 
-KIND = "cloudevents"
+NAME = "cloudevents"
+
+MEDIA_TYPES = ("application/cloudevents+json", "application/cloudevents-batch+json")
 
 _PUSH = frozenset({"push", "pushed"})
 _SUBJECTS = frozenset({"image", "artifact", "manifest", "tag", "chart"})
@@ -41,51 +33,14 @@ _FAILED = frozenset({"failed", "failure", "error"})
 _TOKEN = re.compile(r"[^a-z0-9]+")
 
 
-def looks_like(doc: object) -> bool:
-    """A structured CloudEvent, or a batch of them."""
-    return looks_structured(doc)
+def sent_as_cloudevents(doc: object, headers: Headers) -> bool:
+    """A CloudEvents content type on a structured CloudEvent or batch."""
+    return media_type(headers) in MEDIA_TYPES and looks_structured(doc)
 
 
-def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
-    """Decode structured-mode CloudEvents.
-
-    :raises PayloadError: for an event without ``type`` or with attributes
-        of the wrong type.
-    """
-    return _dispatch(envelopes(doc, body))
-
-
-def decode_binary(body: bytes, headers: Headers) -> Delivery:
-    """Decode a binary-mode CloudEvent; the body need not be JSON.
-
-    :raises PayloadError: for an empty ``ce-type``.
-    """
-    ce = binary(body, headers)
-    if not ce.type:
-        raise PayloadError("ce-type: empty")
-    return _dispatch([ce])
-
-
-def _dispatch(ces: list[CloudEvent]) -> Delivery:
-    events: list[ImageEvent] = []
-    kinds = set()
-    for ce in ces:
-        if acr.is_acr_type(ce.type):
-            kinds.add(acr.KIND)
-            events.append(acr.from_cloudevent(ce))
-        elif harbor.is_harbor_type(ce.type):
-            kinds.add(harbor.KIND)
-            events.extend(harbor.from_cloudevent(ce))
-        else:
-            kinds.add(KIND)
-            events.append(_event(ce))
-    registry = kinds.pop() if len(kinds) == 1 else KIND
-    return Delivery(registry, tuple(events))
-
-
-def action(kind: str) -> str:
+def action(ce_type: str) -> str:
     """The action a CloudEvents type means, by its words."""
-    tokens = set(_TOKEN.split(kind.lower()))
+    tokens = set(_TOKEN.split(ce_type.lower()))
     if not tokens & _FAILED:
         chart = "chart" in tokens
         if tokens & _PUSH or (tokens & _SUBJECTS and tokens & _CHANGED):
@@ -93,8 +48,13 @@ def action(kind: str) -> str:
         if tokens & _DELETE:
             return CHART_DELETE if chart else IMAGE_DELETE
     # Else the type's last two words, less any version (``...packaged.0.1.0``).
-    parts = [part for part in kind.split(".") if part and not part.isdigit()]
+    parts = [part for part in ce_type.split(".") if part and not part.isdigit()]
     return word("_".join(parts[-2:]))
+
+
+def from_cloudevent(ce: CloudEvent) -> tuple[ImageEvent, ...]:
+    """The image event a CloudEvent of no known registry describes."""
+    return (_event(ce),)
 
 
 def _event(ce: CloudEvent) -> ImageEvent:
@@ -108,7 +68,7 @@ def _event(ce: CloudEvent) -> ImageEvent:
     reference = data.loose("reference")
     by_digest = reference.startswith("sha256:")
     return ImageEvent(
-        registry=KIND,
+        registry=NAME,
         action=action(ce.type),
         repository=data.loose("repository")
         or data.loose("name")
@@ -128,3 +88,12 @@ def _event(ce: CloudEvent) -> ImageEvent:
         delivery_id=ce.delivery_id,
         payload=ce.payload,
     )
+
+
+# It claims no type of its own: it reads the CloudEvents no registry claims.
+REGISTRY = Registry(
+    name=NAME,
+    looks_like=looks_structured,
+    header_hint=sent_as_cloudevents,
+    from_cloudevent=from_cloudevent,
+)

@@ -16,12 +16,17 @@ from brigade_crgw.registries._common import (
     Obj,
     PayloadError,
     compact,
+    media_type,
     timestamp,
     url_host,
     word,
 )
+from brigade_crgw.registries._registry import Registry
 
-KIND = "distribution"
+NAME = "distribution"
+
+# application/vnd.docker.distribution.events.v1+json, v2+json...
+EVENTS_MEDIA_TYPE = "application/vnd.docker.distribution.events."
 
 MANIFEST_MEDIA_TYPES = frozenset(
     {
@@ -55,6 +60,14 @@ def looks_like_event(doc: object) -> bool:
     )
 
 
+def sent_as_distribution(doc: object, headers: Headers) -> bool:
+    """Distribution's content type on an envelope or on one bare event (which
+    is otherwise read as ACR's, having its shape)."""
+    return media_type(headers).startswith(EVENTS_MEDIA_TYPE) and (
+        looks_like(doc) or looks_like_event(doc)
+    )
+
+
 def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
     """Decode an envelope, one event per entry, each carrying its own JSON.
 
@@ -66,13 +79,13 @@ def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
     """
     root = Obj.root(doc)
     if not root.has("events") and root.has("action"):
-        return Delivery(KIND, (_event(root, body),))
+        return Delivery(NAME, (_event(root, body),))
     if not root.has("events"):
         raise PayloadError("events: missing; not a Distribution notification")
-    items = root.items("events")
+    items = root.array("events")
     events = root.objs("events")
     return Delivery(
-        KIND, tuple(_event(event, compact(item)) for event, item in zip(events, items, strict=True))
+        NAME, tuple(_event(event, compact(item)) for event, item in zip(events, items, strict=True))
     )
 
 
@@ -83,7 +96,7 @@ def _event(event: Obj, payload: bytes) -> ImageEvent:
     target = event.obj("target")
     request = event.obj("request")
     return ImageEvent(
-        registry=KIND,
+        registry=NAME,
         action=_action(action, target),
         repository=target.text("repository"),
         host=request.text("host") or url_host(target.text("url")),
@@ -111,3 +124,8 @@ def _action(action: str, target: Obj) -> str:
     if action == "delete":
         return IMAGE_DELETE if manifest else "blob_delete"
     return word(action)
+
+
+REGISTRY = Registry(
+    name=NAME, decode=decode, looks_like=looks_like, header_hint=sent_as_distribution
+)

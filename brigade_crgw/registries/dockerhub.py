@@ -17,8 +17,9 @@ from brigade_crgw.registries._common import (
     join,
     timestamp,
 )
+from brigade_crgw.registries._registry import Registry
 
-KIND = "dockerhub"
+NAME = "dockerhub"
 HOST = "docker.io"
 
 
@@ -47,17 +48,17 @@ def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
     tag = push.text("tag")
     pushed_at = _stamp(push.raw("pushed_at"))
     event = ImageEvent(
-        registry=KIND,
+        registry=NAME,
         action=IMAGE_PUSH,
         repository=repository,
         host=HOST,
         tag=tag,
         pusher=push.text("pusher"),
         timestamp=timestamp(push.raw("pushed_at")),
-        delivery_id=f"{KIND}:{repository}:{tag}:{pushed_at}" if pushed_at else "",
+        delivery_id=f"{NAME}:{repository}:{tag}:{pushed_at}" if pushed_at else "",
         payload=body,
     )
-    return Delivery(KIND, (event,))
+    return Delivery(NAME, (event,))
 
 
 def _stamp(value: object) -> str:
@@ -70,3 +71,6 @@ def _stamp(value: object) -> str:
     if isinstance(value, (int, float)):
         return str(value)
     return ""
+
+
+REGISTRY = Registry(name=NAME, decode=decode, looks_like=looks_like)

@@ -19,8 +19,9 @@ from brigade_crgw.registries._common import (
     join,
     word,
 )
+from brigade_crgw.registries._registry import Registry
 
-KIND = "dtr"
+NAME = "dtr"
 
 _ACTIONS = {
     "TAG_PUSH": IMAGE_PUSH,
@@ -47,14 +48,14 @@ def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
         fields of the wrong type.
     """
     root = Obj.root(doc)
-    kind = root.text("type")
-    if not kind:
+    dtr_type = root.text("type")
+    if not dtr_type:
         raise PayloadError("type: missing; not a DTR webhook")
     contents = root.obj("contents")
-    read = contents.text if kind.startswith("TAG_") else contents.loose
+    read = contents.text if dtr_type.startswith("TAG_") else contents.loose
     event = ImageEvent(
-        registry=KIND,
-        action=_ACTIONS.get(kind) or word(kind),
+        registry=NAME,
+        action=_ACTIONS.get(dtr_type) or word(dtr_type),
         repository=join(read("namespace"), read("repository")),
         tag=read("tag"),
         digest=read("digest"),
@@ -62,4 +63,7 @@ def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
         timestamp=first_time(contents.raw("pushedAt"), root.raw("createdAt")),
         payload=body,
     )
-    return Delivery(KIND, (event,))
+    return Delivery(NAME, (event,))
+
+
+REGISTRY = Registry(name=NAME, decode=decode, looks_like=looks_like)

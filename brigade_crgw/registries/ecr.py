@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from brigade_crgw.events import IMAGE_DELETE, IMAGE_PUSH, ImageEvent
 from brigade_crgw.registries._common import Delivery, Headers, Obj, PayloadError, timestamp, word
+from brigade_crgw.registries._registry import Registry
 
-KIND = "ecr"
+NAME = "ecr"
 
 _IMAGE_ACTIONS = {"PUSH": IMAGE_PUSH, "DELETE": IMAGE_DELETE}
 
@@ -39,7 +40,7 @@ def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
     account = root.text("account")
     region = root.text("region")
     event = ImageEvent(
-        registry=KIND,
+        registry=NAME,
         action=_action(detail_type, detail),
         repository=detail.text("repository-name"),
         host=f"{account}.dkr.ecr.{region}.amazonaws.com" if account and region else "",
@@ -49,7 +50,7 @@ def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
         delivery_id=root.text("id"),
         payload=body,
     )
-    return Delivery(KIND, (event,))
+    return Delivery(NAME, (event,))
 
 
 def _action(detail_type: str, detail: Obj) -> str:
@@ -60,3 +61,6 @@ def _action(detail_type: str, detail: Obj) -> str:
     if result in ("", "SUCCESS"):
         return _IMAGE_ACTIONS.get(action) or word(action)
     return word(f"{action}_{result}")  # e.g. push_failure: no image to build
+
+
+REGISTRY = Registry(name=NAME, decode=decode, looks_like=looks_like)

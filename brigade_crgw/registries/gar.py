@@ -25,8 +25,9 @@ from brigade_crgw.registries._common import (
     split_reference,
     word,
 )
+from brigade_crgw.registries._registry import Registry
 
-KIND = "gar"
+NAME = "gar"
 
 _ACTIONS = {"INSERT": IMAGE_PUSH, "DELETE": IMAGE_DELETE}
 
@@ -40,6 +41,11 @@ def looks_like(doc: object) -> bool:
         return "data" in message and ("subscription" in doc or "messageId" in message)
     action = doc.get("action")
     return isinstance(action, str) and action in _ACTIONS and ("digest" in doc or "tag" in doc)
+
+
+def sent_by_pubsub(doc: object, headers: Headers) -> bool:
+    """Pub/Sub's ``x-goog-pubsub-message-id`` on a registry message."""
+    return "x-goog-pubsub-message-id" in headers and looks_like(doc)
 
 
 def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
@@ -64,7 +70,7 @@ def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
     tag_host, tag_repository, tag, _ = split_reference(data.text("tag"))
     host, repository, _, digest = split_reference(data.text("digest"))
     event = ImageEvent(
-        registry=KIND,
+        registry=NAME,
         action=_ACTIONS.get(action) or word(action),
         repository=tag_repository or repository,
         host=tag_host or host,
@@ -74,7 +80,7 @@ def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
         delivery_id=delivery_id,
         payload=body,
     )
-    return Delivery(KIND, (event,))
+    return Delivery(NAME, (event,))
 
 
 def _unwrap(data: str) -> object:
@@ -85,3 +91,6 @@ def _unwrap(data: str) -> object:
     except (binascii.Error, ValueError):
         raise PayloadError("message.data is not base64") from None
     return parse_json(raw, "message.data")
+
+
+REGISTRY = Registry(name=NAME, decode=decode, looks_like=looks_like, header_hint=sent_by_pubsub)

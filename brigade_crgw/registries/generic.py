@@ -9,8 +9,14 @@ from __future__ import annotations
 
 from brigade_crgw.events import IMAGE_PUSH, ImageEvent
 from brigade_crgw.registries._common import Delivery, Headers, Obj
+from brigade_crgw.registries._registry import Registry
 
-KIND = "generic"
+NAME = "generic"
+
+
+def anything(doc: object) -> bool:
+    """Every body: this is the last registry tried."""
+    return True
 
 
 def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
@@ -18,8 +24,8 @@ def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
 
     :raises PayloadError: only when the name it reads is not valid Unicode.
     """
-    event = ImageEvent(registry=KIND, action=IMAGE_PUSH, repository=_repository(doc), payload=body)
-    return Delivery(KIND, (event,))
+    event = ImageEvent(registry=NAME, action=IMAGE_PUSH, repository=_repository(doc), payload=body)
+    return Delivery(NAME, (event,))
 
 
 def _repository(doc: object) -> str:
@@ -36,3 +42,6 @@ def _repository(doc: object) -> str:
         if root.loose(key):
             return root.loose(key)
     return ""
+
+
+REGISTRY = Registry(name=NAME, decode=decode, looks_like=anything)

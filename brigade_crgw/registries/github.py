@@ -29,8 +29,9 @@ from brigade_crgw.registries._common import (
     url_host,
     word,
 )
+from brigade_crgw.registries._registry import Registry
 
-KIND = "github"
+NAME = "github"
 GHCR = "ghcr.io"
 
 _PACKAGE_EVENTS = ("package", "registry_package")
@@ -49,6 +50,12 @@ def looks_like(doc: object) -> bool:
     return "zen" in doc and "hook_id" in doc
 
 
+def sent_by_github(doc: object, headers: Headers) -> bool:
+    """``X-GitHub-Event`` on a JSON object: every GitHub event, ping
+    included, is one."""
+    return "x-github-event" in headers and isinstance(doc, dict)
+
+
 def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
     """Decode one event.
 
@@ -60,18 +67,18 @@ def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
     delivery_id = header(headers, "x-github-delivery")
     if name not in _PACKAGE_EVENTS:
         event = ImageEvent(
-            registry=KIND,
+            registry=NAME,
             action=word(name),
             repository=root.obj("repository").text("full_name"),
             pusher=root.obj("sender").text("login"),
             delivery_id=delivery_id,
             payload=body,
         )
-        return Delivery(KIND, (event,))
+        return Delivery(NAME, (event,))
     package = root.obj(name) if root.has(name) else root.obj(_other(name))
     if not package.data:
         raise PayloadError(f"{name}: missing")
-    return Delivery(KIND, (_package_event(root, package, delivery_id, body),))
+    return Delivery(NAME, (_package_event(root, package, delivery_id, body),))
 
 
 def _event_name(root: Obj) -> str:
@@ -98,13 +105,13 @@ def _package_event(root: Obj, package: Obj, delivery_id: str, body: bytes) -> Im
         package.text("package_type") or package.text("ecosystem") or registry.text("type")
     ).lower()
     container = package_type in _CONTAINER_TYPES or bool(manifest.data or tag_info.data)
-    action = root.text("action")
-    if not action:
+    github_action = root.text("action")
+    if not github_action:
         raise PayloadError("action: missing")
     if container:
-        kind = IMAGE_PUSH if action == "published" else word(action)
+        action = IMAGE_PUSH if github_action == "published" else word(github_action)
     else:
-        kind = word(f"{package_type or 'package'}_{action}")
+        action = word(f"{package_type or 'package'}_{github_action}")
 
     # The version is the tag on the legacy docker.pkg.github.com, a digest on GHCR.
     number = version.text("version")
@@ -123,8 +130,8 @@ def _package_event(root: Obj, package: Obj, delivery_id: str, body: bytes) -> Im
     )
     host, repository = _where(package, version, registry, container)
     return ImageEvent(
-        registry=KIND,
-        action=kind,
+        registry=NAME,
+        action=action,
         repository=repository,
         host=host,
         tag=tag_info.text("name") or ("" if number.startswith("sha256:") else number),
@@ -160,3 +167,6 @@ def _when(*values: object) -> datetime | None:
         if parsed is not None and parsed.year > 1:
             return parsed
     return None
+
+
+REGISTRY = Registry(name=NAME, decode=decode, looks_like=looks_like, header_hint=sent_by_github)

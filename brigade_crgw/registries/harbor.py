@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from brigade_crgw.events import CHART_DELETE, CHART_PUSH, IMAGE_DELETE, IMAGE_PUSH, ImageEvent
-from brigade_crgw.registries._cloudevent import CloudEvent, envelopes, looks_structured
+from brigade_crgw.registries._cloudevent import CloudEvent
 from brigade_crgw.registries._common import (
     Delivery,
     Headers,
@@ -23,8 +23,9 @@ from brigade_crgw.registries._common import (
     timestamp,
     word,
 )
+from brigade_crgw.registries._registry import Registry
 
-KIND = "harbor"
+NAME = "harbor"
 
 # The Default, 1.x and CloudEvents names of each event, mapped to one word so
 # that a project's script sees the same action whatever format Harbor uses.
@@ -63,9 +64,9 @@ _ACTIONS = {
 }
 
 
-def is_harbor_type(kind: str) -> bool:
+def is_harbor_type(event_type: str) -> bool:
     """Whether a CloudEvents type is one of Harbor's."""
-    return kind.startswith("harbor.")
+    return event_type.startswith("harbor.")
 
 
 def looks_like(doc: object) -> bool:
@@ -78,22 +79,18 @@ def looks_like(doc: object) -> bool:
 
 
 def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
-    """Decode any of Harbor's formats, one event per artifact.
+    """Decode the Default format or Harbor 1.x's, one event per artifact.
 
     :raises PayloadError: for a body without ``type``/``event_type`` or with
         fields of the wrong type.
     """
-    if looks_structured(doc):
-        return Delivery(
-            KIND, tuple(event for ce in envelopes(doc, body) for event in from_cloudevent(ce))
-        )
     root = Obj.root(doc)
-    kind = root.text("type")
-    if kind:
+    harbor_type = root.text("type")
+    if harbor_type:
         return Delivery(
-            KIND,
+            NAME,
             _events(
-                kind,
+                harbor_type,
                 root.obj("event_data"),
                 pusher=root.text("operator"),
                 time=timestamp(root.raw("occur_at")),
@@ -102,7 +99,7 @@ def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
             ),
         )
     if root.text("event_type"):
-        return Delivery(KIND, _harbor1(root, body))
+        return Delivery(NAME, _harbor1(root, body))
     raise PayloadError("type: missing; not a Harbor webhook")
 
 
@@ -118,12 +115,12 @@ def from_cloudevent(ce: CloudEvent) -> tuple[ImageEvent, ...]:
     )
 
 
-def _action(kind: str) -> str:
-    return _ACTIONS.get(kind) or word(kind.removeprefix("harbor."))
+def _action(harbor_type: str) -> str:
+    return _ACTIONS.get(harbor_type) or word(harbor_type.removeprefix("harbor."))
 
 
 def _events(
-    kind: str,
+    harbor_type: str,
     data: Obj,
     *,
     pusher: str,
@@ -131,14 +128,14 @@ def _events(
     delivery_id: str,
     payload: bytes,
 ) -> tuple[ImageEvent, ...]:
-    action = _action(kind)
+    action = _action(harbor_type)
     repo = data.obj("repository")
     repository = repo.text("repo_full_name") or join(repo.text("namespace"), repo.text("name"))
     resources = data.objs("resources")
     if not resources:  # replication, tag retention: about no one artifact
         return (
             ImageEvent(
-                registry=KIND,
+                registry=NAME,
                 action=action,
                 repository=repository,
                 pusher=pusher,
@@ -155,7 +152,7 @@ def _events(
             digest, tag = digest or tag, ""
         events.append(
             ImageEvent(
-                registry=KIND,
+                registry=NAME,
                 action=action,
                 repository=repository,
                 host=split_reference(resource.text("resource_url"))[0],
@@ -179,7 +176,7 @@ def _harbor1(root: Obj, body: bytes) -> tuple[ImageEvent, ...]:
     action = _action(root.text("event_type"))
     return tuple(
         ImageEvent(
-            registry=KIND,
+            registry=NAME,
             action=action,
             repository=event.text("full_name")
             or join(event.text("project"), event.text("repo_name")),
@@ -189,3 +186,12 @@ def _harbor1(root: Obj, body: bytes) -> tuple[ImageEvent, ...]:
         )
         for event in root.objs("events")
     )
+
+
+REGISTRY = Registry(
+    name=NAME,
+    decode=decode,
+    looks_like=looks_like,
+    cloudevent_types=is_harbor_type,
+    from_cloudevent=from_cloudevent,
+)

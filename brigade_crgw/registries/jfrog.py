@@ -19,8 +19,9 @@ from brigade_crgw.registries._common import (
     url_host,
     word,
 )
+from brigade_crgw.registries._registry import Registry
 
-KIND = "jfrog"
+NAME = "jfrog"
 
 _DOCKER_ACTIONS = {"pushed": IMAGE_PUSH, "deleted": IMAGE_DELETE}
 
@@ -33,6 +34,11 @@ def looks_like(doc: object) -> bool:
         and isinstance(doc.get("event_type"), str)
         and isinstance(doc.get("data"), dict)
     )
+
+
+def signed_by_jfrog(doc: object, headers: Headers) -> bool:
+    """JFrog's ``X-JFrog-Event-Auth`` on a JFrog body."""
+    return "x-jfrog-event-auth" in headers and looks_like(doc)
 
 
 def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
@@ -54,7 +60,7 @@ def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
         action = word(f"{domain}_{event_type}")
         repository = data.text("repo_key")
     event = ImageEvent(
-        registry=KIND,
+        registry=NAME,
         action=action,
         repository=repository,
         host=url_host(root.text("jpd_origin")),
@@ -63,4 +69,7 @@ def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
         pusher=root.text("source").removeprefix("jfrog/"),
         payload=body,
     )
-    return Delivery(KIND, (event,))
+    return Delivery(NAME, (event,))
+
+
+REGISTRY = Registry(name=NAME, decode=decode, looks_like=looks_like, header_hint=signed_by_jfrog)

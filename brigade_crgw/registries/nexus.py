@@ -22,8 +22,9 @@ from brigade_crgw.registries._common import (
     timestamp,
     word,
 )
+from brigade_crgw.registries._registry import Registry
 
-KIND = "nexus"
+NAME = "nexus"
 
 _DOCKER_ACTIONS = {"CREATED": IMAGE_PUSH, "UPDATED": IMAGE_PUSH, "DELETED": IMAGE_DELETE}
 
@@ -37,6 +38,11 @@ def looks_like(doc: object) -> bool:
     )
 
 
+def sent_by_nexus(doc: object, headers: Headers) -> bool:
+    """``X-Nexus-Webhook-Id`` on a JSON object: every Nexus event is one."""
+    return "x-nexus-webhook-id" in headers and isinstance(doc, dict)
+
+
 def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
     """Decode one event; the delivery id is ``X-Nexus-Webhook-Delivery``.
 
@@ -44,7 +50,7 @@ def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
         fields of the wrong type.
     """
     root = Obj.root(doc)
-    action = root.text("action")
+    nexus_action = root.text("action")
     repository = ""
     tag = ""
     if root.has("component"):
@@ -52,24 +58,24 @@ def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
         fmt = component.text("format")
         repository = join(component.text("group"), component.text("name"))
         tag = component.text("version")
-        if fmt == "docker" and action in _DOCKER_ACTIONS:
-            kind = _DOCKER_ACTIONS[action]
+        if fmt == "docker" and nexus_action in _DOCKER_ACTIONS:
+            action = _DOCKER_ACTIONS[nexus_action]
         else:
-            kind = word(f"{fmt or 'component'}_{action}")
+            action = word(f"{fmt or 'component'}_{nexus_action}")
     elif root.has("asset"):
         asset = root.obj("asset")
         repository = asset.text("name")
-        kind = word(f"{asset.text('format') or 'unknown'}_asset_{action}")
+        action = word(f"{asset.text('format') or 'unknown'}_asset_{nexus_action}")
     elif root.has("repository"):  # rm:repository: a repository was configured
         repository = root.obj("repository").text("name")
-        kind = word(f"repository_{action}")
+        action = word(f"repository_{nexus_action}")
     elif root.has("audit"):
-        kind = "audit"
+        action = "audit"
     else:
         raise PayloadError("component, asset: missing; not a Nexus webhook")
     event = ImageEvent(
-        registry=KIND,
-        action=kind,
+        registry=NAME,
+        action=action,
         repository=repository,
         tag=tag,
         pusher=root.text("initiator").partition("/")[0],  # "user/ip"
@@ -77,4 +83,7 @@ def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
         delivery_id=header(headers, "x-nexus-webhook-delivery"),
         payload=body,
     )
-    return Delivery(KIND, (event,))
+    return Delivery(NAME, (event,))
+
+
+REGISTRY = Registry(name=NAME, decode=decode, looks_like=looks_like, header_hint=sent_by_nexus)

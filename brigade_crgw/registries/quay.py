@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from brigade_crgw.events import IMAGE_PUSH, ImageEvent
 from brigade_crgw.registries._common import Delivery, Headers, Obj, PayloadError, split_reference
+from brigade_crgw.registries._registry import Registry
 
-KIND = "quay"
+NAME = "quay"
 
 
 def looks_like(doc: object) -> bool:
@@ -39,7 +40,7 @@ def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
 
     def event(action: str, tag: str = "") -> ImageEvent:
         return ImageEvent(
-            registry=KIND,
+            registry=NAME,
             action=action,
             repository=repository,
             host=host,
@@ -50,13 +51,16 @@ def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
     if root.has("updated_tags"):
         updated = root.raw("updated_tags")
         tags = (
-            root.keys("updated_tags") if isinstance(updated, dict) else root.texts("updated_tags")
+            root.names("updated_tags") if isinstance(updated, dict) else root.texts("updated_tags")
         )
-        return Delivery(KIND, tuple(event(IMAGE_PUSH, tag) for tag in tags) or (event(IMAGE_PUSH),))
+        return Delivery(NAME, tuple(event(IMAGE_PUSH, tag) for tag in tags) or (event(IMAGE_PUSH),))
     if root.has("build_id"):
         action = "build_failure" if root.has("error_message") else "build"
     elif root.has("vulnerability"):
         action = "vulnerability_found"
     else:
         action = "notification"
-    return Delivery(KIND, (event(action),))
+    return Delivery(NAME, (event(action),))
+
+
+REGISTRY = Registry(name=NAME, decode=decode, looks_like=looks_like)
