@@ -25,6 +25,11 @@ class StoreUnavailable(Exception):
     """Kubernetes could not answer (unreachable, timed out, refused, 5xx)."""
 
 
+class StoreRejected(Exception):
+    """Kubernetes refused the request for good (400, 413, 422: e.g. a build
+    Secret over 1 MiB); retrying or spooling it cannot help."""
+
+
 class StoreConfigError(Exception):
     """No usable cluster configuration (kubeconfig or in-cluster)."""
 

@@ -1,0 +1,71 @@
+"""Riding out a short Kubernetes outage within one request.
+
+:func:`within` calls an attempt again after a failure that an outage
+explains, with full-jitter exponential backoff, until a total budget of
+seconds is spent.  Retrying is safe because build names are deterministic:
+a create that did reach Kubernetes comes back as AlreadyExists.
+
+The clock, the sleep and the randomness are parameters, so tests drive it
+without waiting.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from .kube import StoreUnavailable
+
+T = TypeVar("T")
+
+# The first pause is up to this long, doubling with each failure, up to CAP.
+FIRST = 0.25
+CAP = 2.0
+# A last attempt is not worth starting with less time left than this.
+MIN_ATTEMPT = 0.5
+
+
+def within(
+    budget: float,
+    per_call: float,
+    attempt: Callable[[float], T],
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], object] = time.sleep,
+    jitter: Callable[[], float] = random.random,
+    on_retry: Callable[[StoreUnavailable, float], object] = lambda error, pause: None,
+) -> T:
+    """``attempt(timeout)``'s result, retrying :class:`StoreUnavailable`
+    until ``budget`` seconds have passed.
+
+    Each attempt gets ``timeout`` seconds: ``per_call``, cut down so that
+    the whole stays within the budget.  With a budget of 0 there is exactly
+    one attempt, with ``per_call``.
+
+    :param on_retry: told of each failure that will be retried, and the pause.
+    :raises StoreUnavailable: the last failure, once the budget is spent.
+    """
+    deadline = clock() + budget
+    failures = 0
+    while True:
+        left = deadline - clock()
+        timeout = per_call if budget <= 0 else min(per_call, max(left, MIN_ATTEMPT))
+        try:
+            return attempt(timeout)
+        except StoreUnavailable as error:
+            pause = jitter() * min(CAP, FIRST * 2**failures)
+            failures += 1
+            if deadline - clock() - pause < MIN_ATTEMPT:
+                raise
+            on_retry(error, pause)
+            sleep(pause)
+
+
+def backoff(failures: int, jitter: Callable[[], float] = random.random, cap: float = 30.0) -> float:
+    """The pause after ``failures`` failures in a row: between half and all
+    of ``min(cap, 2**failures)`` seconds (never zero, so a drainer that
+    keeps failing never spins)."""
+    ceiling = min(cap, 2.0 ** max(0, failures))
+    return ceiling * (0.5 + 0.5 * jitter())

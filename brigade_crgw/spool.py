@@ -1,0 +1,269 @@
+"""The spool: build Secrets kept on disk while Kubernetes is away.
+
+When Kubernetes stays unavailable past the retry budget, the gateway writes
+the ready-made build Secrets of an authorised webhook here and answers 202
+once the write is durable.  :func:`drain_once` later creates them in
+Kubernetes, oldest first, and deletes each entry once Kubernetes has it.
+
+The file is SQLite (WAL, ``synchronous=FULL``: a committed write survives a
+crash of the process or the machine).  Every method blocks, so callers run
+them on the gateway's thread pool; one connection is shared under a lock.
+The build names are deterministic, so an entry is unique by name: a sender
+that retries a spooled delivery adds nothing, and a build that reached
+Kubernetes some other way is found there (AlreadyExists) and removed.
+
+Nothing here knows of Twisted or HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import attr
+
+from .kube import StoreRejected, StoreUnavailable
+
+# Bumped when the table changes; a file from a newer gateway is refused.
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS builds (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    queued REAL NOT NULL,
+    secret TEXT NOT NULL,
+    rejected TEXT
+)
+"""
+
+
+class SpoolError(Exception):
+    """The spool file cannot be opened, read or written; the message names it."""
+
+
+class SpoolFull(Exception):
+    """The spool holds ``max_entries`` builds; nothing was written."""
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Entry:
+    """One spooled build.
+
+    :param id: its place in the queue (smaller is older).
+    :param name: the build Secret's name.
+    :param queued: when it was spooled (seconds since the epoch).
+    :param secret: the build Secret, ready to create.
+    """
+
+    id: int
+    name: str
+    queued: float
+    secret: dict[str, Any]
+
+
+@attr.s(auto_attribs=True)
+class Spool:
+    """An open spool file.  Use :meth:`open`.
+
+    :param path: the file.
+    :param max_entries: the most builds it holds (rejected ones included).
+    :param clock: seconds since the epoch, for the entries' ages.
+    """
+
+    path: str
+    max_entries: int
+    _db: sqlite3.Connection
+    clock: Callable[[], float] = time.time
+    _lock: threading.Lock = attr.ib(factory=threading.Lock)
+
+    @classmethod
+    def open(cls, path: str, max_entries: int, clock: Callable[[], float] = time.time) -> Spool:
+        """Open (creating if needed) the spool at ``path`` and check that it
+        can be read.
+
+        :raises SpoolError: naming the file, when it cannot be opened,
+            is not a spool, or cannot be read.
+        """
+        try:
+            # Only the gateway reads it: payloads and scripts are in it.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        except OSError as e:
+            raise SpoolError(f"cannot open the spool {path}: {e.strerror or e}") from None
+        except sqlite3.Error as e:
+            raise SpoolError(f"cannot open the spool {path}: {e}") from None
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise SpoolError(f"the spool {path} cannot use a write-ahead log ({mode})")
+            db.execute("PRAGMA synchronous=FULL")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise SpoolError(
+                    f"the spool {path} was written by a newer brigade-crgw "
+                    f"(version {version}; this one reads {SCHEMA_VERSION})"
+                )
+            db.execute(_SCHEMA)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            # Read every entry once: a spool whose builds cannot be read
+            # must stop the gateway now, not be found out while draining.
+            for name, secret in db.execute("SELECT name, secret FROM builds"):
+                _load(path, name, secret)
+        except sqlite3.Error as e:
+            db.close()
+            raise SpoolError(f"cannot read the spool {path}: {e}") from None
+        except SpoolError:
+            db.close()
+            raise
+        return cls(path, max_entries, db, clock)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def put(self, secrets: Sequence[Mapping[str, Any]]) -> None:
+        """Write the builds of one webhook, all or none, durably.
+
+        A build whose name is already spooled is left as it is (the sender
+        retried a delivery that was spooled).
+
+        :raises SpoolFull: when they do not fit; nothing is written.
+        :raises SpoolError: when the file cannot be written.
+        """
+        now = self.clock()
+        rows = [
+            (str(s["metadata"]["name"]), now, json.dumps(s, separators=(",", ":"))) for s in secrets
+        ]
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    known = self._count_named([name for name, _, _ in rows])
+                    total = self._db.execute("SELECT count(*) FROM builds").fetchone()[0]
+                    if total + len(rows) - known > self.max_entries:
+                        raise SpoolFull(f"the spool holds {total} of {self.max_entries} builds")
+                    self._db.executemany(
+                        "INSERT OR IGNORE INTO builds (name, queued, secret) VALUES (?, ?, ?)",
+                        rows,
+                    )
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as e:
+                raise SpoolError(f"cannot write the spool {self.path}: {e}") from None
+
+    def _count_named(self, names: list[str]) -> int:
+        marks = ",".join("?" * len(names))
+        query = f"SELECT count(*) FROM builds WHERE name IN ({marks})"  # noqa: S608
+        return int(self._db.execute(query, names).fetchone()[0]) if names else 0
+
+    def peek(self, limit: int = 1) -> list[Entry]:
+        """Up to ``limit`` waiting builds, oldest first (rejected ones are
+        not waiting).
+
+        :raises SpoolError: when the file cannot be read.
+        """
+        rows = self._read(
+            "SELECT id, name, queued, secret FROM builds WHERE rejected IS NULL "
+            "ORDER BY id LIMIT ?",
+            (limit,),
+        )
+        return [Entry(i, name, queued, _load(self.path, name, s)) for i, name, queued, s in rows]
+
+    def remove(self, entry: Entry) -> None:
+        """Delete an entry: Kubernetes has its build."""
+        self._write("DELETE FROM builds WHERE id = ?", (entry.id,))
+
+    def reject(self, entry: Entry, reason: str) -> None:
+        """Keep an entry that Kubernetes refused for good, out of the queue:
+        it is never retried, and never dropped without a trace."""
+        self._write("UPDATE builds SET rejected = ? WHERE id = ?", (reason, entry.id))
+
+    def depth(self) -> int:
+        """Builds waiting to be created."""
+        return int(self._read("SELECT count(*) FROM builds WHERE rejected IS NULL")[0][0])
+
+    def rejected(self) -> int:
+        """Builds that Kubernetes refused for good, kept in the file."""
+        return int(self._read("SELECT count(*) FROM builds WHERE rejected IS NOT NULL")[0][0])
+
+    def oldest_age(self) -> float | None:
+        """Seconds the oldest waiting build has waited; None when none waits."""
+        queued = self._read("SELECT min(queued) FROM builds WHERE rejected IS NULL")[0][0]
+        return None if queued is None else max(0.0, self.clock() - queued)
+
+    def _read(self, query: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            try:
+                return self._db.execute(query, args).fetchall()
+            except sqlite3.Error as e:
+                raise SpoolError(f"cannot read the spool {self.path}: {e}") from None
+
+    def _write(self, query: str, args: Sequence[Any]) -> None:
+        with self._lock:
+            try:
+                self._db.execute(query, args)
+            except sqlite3.Error as e:
+                raise SpoolError(f"cannot write the spool {self.path}: {e}") from None
+
+
+def _load(path: str, name: str, text: str) -> dict[str, Any]:
+    try:
+        secret = json.loads(text)
+    except ValueError:
+        secret = None
+    if not isinstance(secret, dict) or secret.get("metadata", {}).get("name") != name:
+        raise SpoolError(f"the spool {path} holds an unreadable entry for {name}")
+    return secret
+
+
+class BuildStore(Protocol):
+    """The part of the Kubernetes store the drainer needs."""
+
+    def create_build(self, secret: Mapping[str, Any]) -> bool: ...
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Drained:
+    """What one :func:`drain_once` did.
+
+    :param created: builds created now.
+    :param existed: builds Kubernetes already had (a sender's retry won).
+    :param rejected: (name, reason) of builds Kubernetes refused for good.
+    :param failure: why it stopped early (Kubernetes unavailable), or None.
+    """
+
+    created: tuple[str, ...] = ()
+    existed: tuple[str, ...] = ()
+    rejected: tuple[tuple[str, str], ...] = ()
+    failure: StoreUnavailable | None = None
+
+
+def drain_once(spool: Spool, store: BuildStore, limit: int = 50) -> Drained:
+    """Create up to ``limit`` spooled builds, oldest first, removing each
+    once Kubernetes has it.  Stops at the first sign that Kubernetes is
+    unavailable; the entries not done stay for the next time.
+
+    :raises SpoolError: when the spool cannot be read or written.
+    """
+    created: list[str] = []
+    existed: list[str] = []
+    rejected: list[tuple[str, str]] = []
+    for entry in spool.peek(limit):
+        try:
+            new = store.create_build(entry.secret)
+        except StoreRejected as e:
+            spool.reject(entry, str(e))
+            rejected.append((entry.name, str(e)))
+            continue
+        except StoreUnavailable as e:
+            return Drained(tuple(created), tuple(existed), tuple(rejected), e)
+        spool.remove(entry)
+        (created if new else existed).append(entry.name)
+    return Drained(tuple(created), tuple(existed), tuple(rejected))
