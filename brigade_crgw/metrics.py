@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import attr
 
+from .spool import SpoolStats
+
 # Seconds; a webhook's time includes its Kubernetes calls.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -20,9 +22,11 @@ class Metrics:
     """What the gateway has done since it started.
 
     :param in_flight: reads the number of webhooks being handled now.
+    :param spool: reads the spool's figures, when there is a spool.
     """
 
     in_flight: Callable[[], int]
+    spool: Callable[[], SpoolStats] | None = None
     webhooks: Counter[tuple[str, int]] = attr.ib(factory=Counter)
     builds: Counter[str] = attr.ib(factory=Counter)
     buckets: list[int] = attr.ib(factory=lambda: [0] * len(BUCKETS))
@@ -67,4 +71,18 @@ class Metrics:
             f"brigade_crgw_webhook_duration_seconds_sum {self.duration_sum:.6f}",
             f"brigade_crgw_webhook_duration_seconds_count {count}",
         ]
+        if self.spool is not None:
+            stats = self.spool()
+            lines += [
+                "# HELP brigade_crgw_spool_depth Builds in the spool waiting for Kubernetes.",
+                "# TYPE brigade_crgw_spool_depth gauge",
+                f"brigade_crgw_spool_depth {stats.depth}",
+                "# HELP brigade_crgw_spool_oldest_age_seconds How long the oldest waiting "
+                "build has waited (0 when none waits).",
+                "# TYPE brigade_crgw_spool_oldest_age_seconds gauge",
+                f"brigade_crgw_spool_oldest_age_seconds {stats.oldest_age or 0:.3f}",
+                "# HELP brigade_crgw_spool_rejected Spooled builds Kubernetes refused for good.",
+                "# TYPE brigade_crgw_spool_rejected gauge",
+                f"brigade_crgw_spool_rejected {stats.rejected}",
+            ]
         return "\n".join(lines) + "\n"

@@ -223,6 +223,16 @@ def _load(path: str, name: str, text: str) -> dict[str, Any]:
     return secret
 
 
+@attr.s(frozen=True, auto_attribs=True)
+class SpoolStats:
+    """A spool's figures: builds waiting, the oldest one's age in seconds
+    (None when none waits), and builds kept as rejected."""
+
+    depth: int = 0
+    oldest_age: float | None = None
+    rejected: int = 0
+
+
 class BuildStore(Protocol):
     """The part of the Kubernetes store the drainer needs."""
 

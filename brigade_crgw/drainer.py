@@ -1,0 +1,122 @@
+"""The spool's drainer: a small Service that empties the spool into Kubernetes.
+
+Every second (or at once, while a batch came out whole) it runs
+:func:`~brigade_crgw.spool.drain_once` on the gateway's thread pool; while
+Kubernetes stays unavailable it waits longer between attempts (jittered, up
+to 30 s).  It also refreshes the spool's figures for ``GET /metrics``, so the
+reactor never reads the file itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attr
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from .kube import StoreUnavailable
+from .retry import backoff
+from .spool import BuildStore, Drained, Spool, SpoolError, SpoolStats, drain_once
+
+log = Logger()
+Runner = Callable[..., "Deferred[Any]"]
+
+TICK = 1.0
+BATCH = 50
+
+
+@attr.s(auto_attribs=True)
+class Drainer(Service):
+    """Drains ``spool`` into ``store`` through ``run`` (the thread pool).
+
+    :param clock: the reactor, for timers.
+    """
+
+    spool: Spool
+    store: BuildStore
+    run: Runner
+    clock: IReactorTime
+    stats: SpoolStats = attr.ib(factory=SpoolStats)
+    _failures: int = 0
+    _timer: IDelayedCall | None = None
+    _busy: Deferred[None] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._schedule(0)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        # The pool must not stop under a trip in progress.
+        return self._busy if self._busy is not None else succeed(None)
+
+    def _schedule(self, delay: float) -> None:
+        if self.running:
+            self._timer = self.clock.callLater(delay, self._trip)
+
+    def _trip(self) -> None:
+        d = self.run(self._drain)
+        self._busy = d.addCallbacks(self._done, self._broken)
+
+    def _drain(self) -> tuple[Drained | None, SpoolStats]:
+        """On the pool: one batch (when something waits), then the figures."""
+        drained = drain_once(self.spool, self.store, BATCH) if self.spool.depth() else None
+        stats = SpoolStats(self.spool.depth(), self.spool.oldest_age(), self.spool.rejected())
+        return drained, stats
+
+    def _done(self, result: tuple[Drained | None, SpoolStats]) -> None:
+        self._busy = None
+        drained, self.stats = result
+        if drained is None:
+            self._failures = 0
+            self._schedule(TICK)
+            return
+        for name in drained.created:
+            log.info("drained spooled build {build}: created", build=name)
+        for name in drained.existed:
+            log.info("drained spooled build {build}: it already existed", build=name)
+        for name, reason in drained.rejected:
+            log.error(
+                "Kubernetes refused spooled build {build} for good; it stays in the spool "
+                "{path}, marked rejected: {reason}",
+                build=name,
+                path=self.spool.path,
+                reason=reason,
+            )
+        if drained.failure is None:
+            self._failures = 0
+            self._schedule(0 if self.stats.depth else TICK)
+            return
+        self._failures += 1
+        pause = backoff(self._failures)
+        emit = log.error if _forbidden(drained.failure) else log.warn
+        emit(
+            "{depth} spooled builds wait: Kubernetes is unavailable ({error}); "
+            "next attempt in {pause:.1f}s",
+            depth=self.stats.depth,
+            error=str(drained.failure),
+            pause=pause,
+        )
+        self._schedule(pause)
+
+    def _broken(self, failure: Any) -> None:
+        self._busy = None
+        self._failures += 1
+        pause = backoff(self._failures)
+        if failure.check(SpoolError):
+            log.error("cannot drain the spool: {error}", error=str(failure.value))
+        else:
+            log.failure("draining the spool failed unexpectedly", failure)
+        self._schedule(pause)
+
+
+def _forbidden(error: StoreUnavailable) -> bool:
+    """Whether the gateway's own identity lacks a permission (an error for
+    the operator, not a passing outage)."""
+    return "lacks a permission" in str(error)

@@ -1,0 +1,102 @@
+"""The drainer Service on a fake clock, with the pool replaced by maybeDeferred."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.task import Clock
+
+from brigade_crgw import drainer as drainer_module
+from brigade_crgw.drainer import Drainer
+from brigade_crgw.spool import Spool
+
+from .memory import MemoryStore
+from .test_spool import build
+
+
+def make(tmp_path: Path, store: Any) -> tuple[Drainer, Spool, Clock]:
+    spool = Spool.open(str(tmp_path / "spool.sqlite"), 1000)
+    clock = Clock()
+    return Drainer(spool, store, maybeDeferred, clock), spool, clock
+
+
+def test_drains_on_start_and_reports_figures(tmp_path: Path) -> None:
+    """Started with builds waiting, it creates them all and its figures show
+    an empty spool."""
+    store = MemoryStore()
+    service, spool, clock = make(tmp_path, store)
+    spool.put([build("a"), build("b")])
+    service.startService()
+    clock.advance(0)
+    assert len(store.builds()) == 2 and spool.depth() == 0
+    assert service.stats.depth == 0 and service.stats.oldest_age is None
+
+
+def test_keeps_going_while_batches_come_out_whole(tmp_path: Path) -> None:
+    """More than a batch waiting is drained without waiting a tick between batches."""
+    store = MemoryStore()
+    service, spool, clock = make(tmp_path, store)
+    spool.put([build(str(i)) for i in range(drainer_module.BATCH * 2 + 3)])
+    service.startService()
+    clock.advance(0)
+    clock.advance(0)
+    clock.advance(0)
+    assert spool.depth() == 0 and len(store.builds()) == drainer_module.BATCH * 2 + 3
+
+
+def test_backs_off_while_kubernetes_is_down(tmp_path: Path) -> None:
+    """With Kubernetes down nothing is lost, the figures count the waiting
+    builds, and the pause grows; once it is back the spool empties."""
+    store = MemoryStore(down=True)
+    service, spool, clock = make(tmp_path, store)
+    spool.put([build("a")])
+    service.startService()
+    pauses = []
+    for _ in range(4):
+        clock.advance(0)
+        (call,) = clock.getDelayedCalls()
+        pauses.append(call.getTime() - clock.seconds())
+        clock.advance(pauses[-1])
+    assert spool.depth() == 1 and service.stats.depth == 1
+    assert pauses[-1] > pauses[0]
+    store.down = False
+    clock.advance(max(c.getTime() for c in clock.getDelayedCalls()))
+    assert spool.depth() == 0 and len(store.builds()) == 1
+
+
+def test_picks_up_builds_spooled_later(tmp_path: Path) -> None:
+    """A build spooled while the drainer idles is created within a tick."""
+    store = MemoryStore()
+    service, spool, clock = make(tmp_path, store)
+    service.startService()
+    clock.advance(0)
+    spool.put([build("late")])
+    clock.advance(drainer_module.TICK)
+    assert len(store.builds()) == 1
+
+
+def test_stop_cancels_the_timer(tmp_path: Path) -> None:
+    """Stopping leaves no timer behind and answers at once when idle."""
+    service, _, clock = make(tmp_path, MemoryStore())
+    service.startService()
+    clock.advance(0)
+    fired: list[object] = []
+    service.stopService().addCallback(fired.append)
+    assert fired == [None] and clock.getDelayedCalls() == []
+
+
+def test_metrics_show_the_spool(tmp_path: Path) -> None:
+    """GET /metrics carries the drainer's last figures: depth, oldest age, rejected."""
+    from brigade_crgw.metrics import Metrics
+
+    service, spool, clock = make(tmp_path, MemoryStore(down=True))
+    spool.put([build("a"), build("b")])
+    service.startService()
+    clock.advance(0)
+    text = Metrics(lambda: 0, lambda: service.stats).render()
+    assert "brigade_crgw_spool_depth 2\n" in text
+    assert "brigade_crgw_spool_rejected 0\n" in text
+    assert "brigade_crgw_spool_oldest_age_seconds " in text
+    assert "brigade_crgw_spool_depth" not in Metrics(lambda: 0).render()
