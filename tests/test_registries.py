@@ -8,23 +8,33 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from brigade_crgw import registries
+from brigade_crgw.brigade import Project, build_id, project_id
 from brigade_crgw.events import IMAGE_PUSH, ImageEvent
-from brigade_crgw.registries import NAMES, REGISTRIES, Delivery, PayloadError, decode, detect
+from brigade_crgw.registries import (
+    NAMES,
+    REGISTRIES,
+    Delivery,
+    PayloadError,
+    decode,
+    detect,
+    lower_names,
+)
 from brigade_crgw.registries._registry import never
 
-PAYLOADS = Path(__file__).parent / "payloads"
+from .factories import fresh
+from .helpers import PAYLOADS, Payload, body, catalogue, edit, payload, sent_headers
 
-DISTRIBUTION_V1 = {"content-type": "application/vnd.docker.distribution.events.v1+json"}
-
-# Bodies that are not whole deliveries: a target fragment from the docs, and
-# an envelope whose data is the docs' placeholder.
-NOT_BODIES = {"distribution/delete-target-fragment-docs.json", "gar/pubsub-push-envelope.json"}
+CATALOGUE = catalogue()
+DECODED = [entry for entry in CATALOGUE if "refused" not in entry.expected]
+DISTRIBUTION_V1 = lower_names(sent_headers("distribution", "v1"))
 
 # Distribution's bare events (as Portus stored them) have exactly the shape of
 # ACR's native webhook, which is what a bare event is detected as.
@@ -34,54 +44,10 @@ BARE_DISTRIBUTION_EVENTS = {
     "distribution/push-event-portus-registry2.3.json",
 }
 
-# The headers each registry sends (tests/payloads/*/HEADERS.md).
-HEADERS: dict[str, dict[str, str]] = {
-    "acr": {"content-type": "application/json", "user-agent": "AzureContainerRegistry/1.0"},
-    "alibaba": {"content-type": "application/json"},
-    "distribution": DISTRIBUTION_V1,
-    "dockerhub": {},
-    "dtr": {},
-    "ecr": {"content-type": "application/json"},
-    "gar": {"content-type": "application/json"},
-    "github": {"content-type": "application/json", "x-github-delivery": "d"},
-    "harbor": {"content-type": "application/json"},
-    "jfrog": {"x-jfrog-event-auth": "token"},
-    "nexus": {"content-type": "application/json; charset=UTF-8", "x-nexus-webhook-delivery": "d"},
-    "quay": {"content-type": "application/json"},
-}
 
-
-def fixtures() -> list[str]:
-    """Every fixture that is a whole delivery, as ``registry/file.json``."""
-    return sorted(
-        str(path.relative_to(PAYLOADS))
-        for path in PAYLOADS.glob("*/*.json")
-        if str(path.relative_to(PAYLOADS)) not in NOT_BODIES
-    )
-
-
-def kind_of(name: str) -> str:
-    """The registry kind a fixture's folder names."""
-    return name.split("/")[0]
-
-
-def headers_for(name: str) -> dict[str, str]:
-    """The headers a fixture's registry would have sent with it."""
-    headers = dict(HEADERS[kind_of(name)])
-    if name.startswith("github/"):
-        headers["x-github-event"] = "ping" if "ping" in name else name.split("/")[1].split("-")[0]
-    if name.startswith("nexus/"):
-        headers["x-nexus-webhook-id"] = "rm:repository:" + name.split("/")[1].split("-")[0]
-    if name.startswith("acr/") and name[4].isupper():  # Event Grid
-        headers = {"content-type": "application/json", "aeg-event-type": "Notification"}
-    if name.startswith("harbor/") and "cloudevents" in name:
-        headers = {"content-type": "application/cloudevents+json"}
-    return headers
-
-
-def body(name: str) -> bytes:
-    """A fixture's bytes."""
-    return (PAYLOADS / name).read_bytes()
+def by_name(entries: list[Payload]) -> dict[str, Any]:
+    """Parametrisation over catalogue entries, with their names as ids."""
+    return {"argvalues": entries, "ids": [entry.name for entry in entries]}
 
 
 # -- The interface ------------------------------------------------------------
@@ -101,26 +67,22 @@ def test_one_record_per_module() -> None:
     assert all(record.from_cloudevent for record in claims)
 
 
-def test_fixtures_are_all_there() -> None:
-    """Every registry folder has fixtures, and SOURCES.md names every one."""
+def test_payload_folders_are_registries() -> None:
+    """Each payload folder is named after a registry and has its HEADERS.toml,
+    and SOURCES.md names every payload."""
     sources = (PAYLOADS / "SOURCES.md").read_text()
-    names = [str(p.relative_to(PAYLOADS)) for p in PAYLOADS.glob("*/*.json")]
-    assert {kind_of(name) for name in names} == set(HEADERS)
-    assert [name for name in names if f"`{name}`" not in sources] == []
+    folders = {entry.folder for entry in CATALOGUE}
+    assert folders <= set(NAMES)
+    assert all((PAYLOADS / folder / "HEADERS.toml").is_file() for folder in folders)
+    assert [e.name for e in CATALOGUE if f"`{e.name}`" not in sources] == []
 
 
-@pytest.mark.parametrize("name", fixtures())
-def test_detected_with_its_headers(name: str) -> None:
-    """Each fixture, with its registry's headers, is decoded as its own kind."""
-    delivery = decode(body(name), headers_for(name))
-    assert delivery.registry == kind_of(name)
-    assert all(event.registry == kind_of(name) for event in delivery.events)
-
-
-@pytest.mark.parametrize("name", [n for n in fixtures() if n not in BARE_DISTRIBUTION_EVENTS])
-def test_detected_from_the_body_alone(name: str) -> None:
-    """Each fixture is detected as its own kind with no headers at all."""
-    assert decode(body(name), {}).registry == kind_of(name)
+@pytest.mark.parametrize(
+    "entry", **by_name([e for e in DECODED if e.name not in BARE_DISTRIBUTION_EVENTS])
+)
+def test_detected_from_the_body_alone(entry: Payload) -> None:
+    """Each payload is detected as its registry with no headers at all."""
+    assert decode(entry.body, {}).registry == entry.registry
 
 
 @pytest.mark.parametrize("name", sorted(BARE_DISTRIBUTION_EVENTS))
@@ -130,23 +92,22 @@ def test_bare_distribution_event_reads_as_acr(name: str) -> None:
     assert decode(body(name), {}, registry="distribution").registry == "distribution"
 
 
-@pytest.mark.parametrize("name", fixtures())
-def test_forced_own_kind_agrees(name: str) -> None:
-    """``?registry=<own kind>`` gives the same delivery as detection."""
-    headers = headers_for(name)
-    assert decode(body(name), headers, kind_of(name)) == decode(body(name), headers)
+@pytest.mark.parametrize("entry", **by_name(DECODED))
+def test_forced_own_registry_agrees(entry: Payload) -> None:
+    """``?registry=<its own registry>`` gives the same delivery as detection."""
+    assert decode(entry.body, entry.headers, entry.registry) == decode(entry.body, entry.headers)
 
 
-@pytest.mark.parametrize("name", fixtures())
-def test_events_are_well_formed(name: str) -> None:
-    """Every event has its registry's kind, a non-empty action word and aware time."""
-    delivery = decode(body(name), headers_for(name))
-    for event in delivery.events:
-        assert isinstance(event, ImageEvent)
-        assert event.action
-        assert event.action == event.action.lower()
-        assert event.timestamp is None or event.timestamp.tzinfo is not None
-        assert event.payload
+@pytest.mark.parametrize("entry", **by_name(CATALOGUE))
+def test_any_registry_forced_on_any_payload(entry: Payload) -> None:
+    """Forcing any registry on a real body gives a Delivery or a PayloadError, nothing else."""
+    for name in NAMES:
+        try:
+            delivery = decode(entry.body, {}, name)
+        except PayloadError as error:
+            assert str(error)
+        else:
+            assert isinstance(delivery, Delivery)
 
 
 def test_detect_headers_beat_shapes() -> None:
@@ -225,24 +186,12 @@ def test_registry_forced_on_a_foreign_body() -> None:
 
 
 def test_unknown_registry() -> None:
-    """An unknown ``?registry=`` is refused with the accepted kinds named."""
+    """An unknown ``?registry=`` is refused with the accepted names named."""
     with pytest.raises(PayloadError) as caught:
         decode(body("acr/push.json"), {}, "artifactory")
     message = str(caught.value)
     assert "'artifactory'" in message
-    assert all(kind in message for kind in NAMES)
-
-
-@pytest.mark.parametrize("name", fixtures())
-@pytest.mark.parametrize("kind", NAMES)
-def test_any_kind_forced_on_any_fixture(name: str, kind: str) -> None:
-    """Forcing any kind on any real body gives a Delivery or a PayloadError, nothing else."""
-    try:
-        delivery = decode(body(name), {}, kind)
-    except PayloadError as error:
-        assert str(error)
-    else:
-        assert isinstance(delivery, Delivery)
+    assert all(name in message for name in NAMES)
 
 
 # -- Bodies that are not JSON, or not sane ------------------------------------
@@ -282,11 +231,11 @@ def test_depth_limit_is_not_too_tight() -> None:
     assert decode(b"[" * 64 + b"]" * 64, {}).registry == "generic"
 
 
-@pytest.mark.parametrize("kind", NAMES)
-def test_deep_nesting_with_any_registry(kind: str) -> None:
+@pytest.mark.parametrize("name", NAMES)
+def test_deep_nesting_with_any_registry(name: str) -> None:
     """Deep nesting is a PayloadError whatever registry is forced, never a RecursionError."""
     with pytest.raises(PayloadError):
-        decode(b"[" * 100_000 + b"]" * 100_000, {}, kind)
+        decode(b"[" * 100_000 + b"]" * 100_000, {}, name)
 
 
 def test_lone_surrogate_in_a_field() -> None:
@@ -316,13 +265,9 @@ def test_lone_surrogate_in_a_field() -> None:
 )
 def test_wrong_types_name_the_field(name: str, path: list[str | int], value: object) -> None:
     """A field of the wrong type, in a body of a named registry, is a PayloadError naming it."""
-    doc = json.loads(body(name))
-    target = doc
-    for key in path[:-1]:
-        target = target[key]
-    target[path[-1]] = value
+    entry = payload(name)
     with pytest.raises(PayloadError) as caught:
-        decode(json.dumps(doc).encode(), headers_for(name), kind_of(name))
+        decode(edit(body(name), tuple(path), value), entry.headers, entry.registry)
     assert str(path[-1]) in str(caught.value) or str(path[-2]) in str(caught.value)
 
 
@@ -356,24 +301,58 @@ def test_epoch_and_iso_timestamps(value: str, expected: datetime) -> None:
 
 # -- Redelivery -----------------------------------------------------------------
 
+PROJECT = Project(id=project_id("acme/app"), name="acme/app", data={})
+Change = Callable[[bytes, dict[str, str]], tuple[bytes, dict[str, str]]]
 
-@pytest.mark.parametrize(
-    ("name", "headers"),
-    [
-        ("acr/push.json", {}),
-        ("acr/ImagePushed-eventgrid.json", {"aeg-event-type": "Notification"}),
-        ("distribution/push-envelope-docs.json", DISTRIBUTION_V1),
-        ("harbor/push_artifact-cloudevents.json", {"content-type": "application/cloudevents+json"}),
-        ("acr/ImagePushed-cloudevents-current.json", {}),
-        ("dockerhub/push-docs.json", {}),
-    ],
-)
-def test_redelivery_repeats_ids(name: str, headers: dict[str, str]) -> None:
-    """The same delivery decoded twice gives the same, non-empty delivery ids."""
-    first = [event.delivery_id for event in decode(body(name), headers).events]
-    second = [event.delivery_id for event in decode(body(name), dict(headers)).events]
-    assert first == second
-    assert all(first)
+
+def field(path: tuple[str | int, ...], value: object) -> Change:
+    """Another delivery: the body's field at ``path`` set to ``value``."""
+    return lambda raw, headers: (edit(raw, path, value), headers)
+
+
+def header(name: str, value: str) -> Change:
+    """Another delivery: the header ``name`` set to ``value``."""
+    return lambda raw, headers: (raw, {**headers, name: value})
+
+
+def another_push(raw: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    """Another push time (Docker Hub) or event id (ACR), as factories.fresh makes."""
+    return fresh(raw, 1), headers
+
+
+# Each transport that carries an identity, and how another delivery of the
+# same image differs from a redelivery.
+REDELIVERIES: dict[str, tuple[str, Change]] = {
+    "acr-webhook": ("acr/push-docs-unredacted.json", another_push),
+    "acr-eventgrid": ("acr/ImagePushed-eventgrid-azurecn.json", field((0, "id"), "other")),
+    "acr-cloudevents": ("acr/ImagePushed-cloudevents-current.json", field((0, "id"), "other")),
+    "distribution": ("distribution/push-envelope-docs.json", field(("events", 0, "id"), "x")),
+    "harbor-cloudevents": ("harbor/push_artifact-cloudevents.json", field(("id",), "other")),
+    "dockerhub": ("dockerhub/push-docs.json", another_push),
+    "github": ("github/package-published-container-octokit.json", header("X-GitHub-Delivery", "x")),
+    "nexus": ("nexus/component-created-docker-ibdm.json", header("X-Nexus-Webhook-Delivery", "x")),
+    "gar": ("gar/INSERT-with-tag.json", header("x-goog-pubsub-message-id", "42")),
+    "ecr": ("ecr/image-action-PUSH.json", field(("id",), "other")),
+    "alibaba": ("alibaba/push-argocd-image-updater.json", field(("push_data", "pushed_at"), "x")),
+}
+
+
+def build_ids(raw: bytes, headers: dict[str, str]) -> list[str]:
+    """The build IDs of a delivery's image pushes (one commit-ish)."""
+    pushes = [event for event in decode(raw, headers).events if event.action == IMAGE_PUSH]
+    assert pushes and all(event.delivery_id for event in pushes)
+    return [build_id(PROJECT, event, "main") for event in pushes]
+
+
+@pytest.mark.parametrize("label", sorted(REDELIVERIES))
+def test_redelivery_repeats_build_ids(label: str) -> None:
+    """The same delivery decoded twice gives the same delivery ids and build
+    IDs; another delivery of the same image gives other build IDs."""
+    entry = payload(REDELIVERIES[label][0])
+    first = build_ids(entry.body, entry.headers)
+    assert build_ids(entry.body, entry.headers) == first
+    other = build_ids(*REDELIVERIES[label][1](entry.body, entry.headers))
+    assert set(other).isdisjoint(first)
 
 
 def test_binary_cloudevent_redelivery() -> None:
@@ -381,69 +360,3 @@ def test_binary_cloudevent_redelivery() -> None:
     headers = {"ce-specversion": "1.0", "ce-type": "x.image.pushed", "ce-source": "s", "ce-id": "7"}
     ids = [decode(b"{}", dict(headers)).events[0].delivery_id for _ in range(2)]
     assert ids == ["s#7", "s#7"]
-
-
-@pytest.mark.parametrize(
-    "name", ["distribution/push-envelope-docs.json", "distribution/push-envelope-eventtest-v3.json"]
-)
-def test_distribution_events_have_distinct_ids(name: str) -> None:
-    """Different events in one Distribution delivery have different ids."""
-    ids = [event.delivery_id for event in decode(body(name), DISTRIBUTION_V1).events]
-    assert len(ids) == 3
-    assert len(set(ids)) == len(ids)
-
-
-# -- What builds ----------------------------------------------------------------
-
-# The fixtures that are image pushes; every other fixture must make none.
-PUSHES = {
-    "acr/ImagePushed-cloudevents-current.json",
-    "acr/ImagePushed-cloudevents.json",
-    "acr/ImagePushed-eventgrid-azurecn.json",
-    "acr/ImagePushed-eventgrid.json",
-    "acr/push-argocd-image-updater.json",
-    "acr/push-docs-unredacted.json",
-    "acr/push-kobold.json",
-    "acr/push-rest-api-listevents-example.json",
-    "acr/push.json",
-    "alibaba/push-argocd-image-updater.json",
-    "distribution/push-envelope-docs.json",
-    "distribution/push-envelope-eventtest-v2.8.json",
-    "distribution/push-envelope-eventtest-v3.json",
-    "distribution/push-event-portus-registry2.3.json",
-    "dockerhub/push-captured-aumjaud.json",
-    "dockerhub/push-docs-legacy.json",
-    "dockerhub/push-docs.json",
-    "dockerhub/push-keel.json",
-    "dtr/TAG_PUSH-test-payload.json",
-    "ecr/image-action-PUSH.json",
-    "gar/INSERT-digest-only.json",
-    "gar/INSERT-with-tag.json",
-    "github/package-published-container-octokit.json",
-    "github/registry_package-published-container-octokit.json",
-    "github/registry_package-published-keel.json",
-    "harbor/pushImage-keel.json",
-    "harbor/pushImage-v1.10-sourcetest.json",
-    "harbor/pushImage-v1.10docs.json",
-    "harbor/push_artifact-argocd-image-updater.json",
-    "harbor/push_artifact-cloudevents.json",
-    "harbor/push_artifact-default-v2.0docs.json",
-    "harbor/push_artifact-default.json",
-    "harbor/push_artifact-keel.json",
-    "harbor/push_artifact-kobold.json",
-    "jfrog/docker-pushed-keel.json",
-    "jfrog/docker-pushed-telegraf.json",
-    "nexus/component-created-docker-ibdm.json",
-    "quay/repo_push-glossary-legacy.json",
-    "quay/repo_push-keel.json",
-    "quay/repo_push-legacy2015.json",
-    "quay/repo_push.json",
-}
-
-
-@pytest.mark.parametrize("name", fixtures())
-def test_exactly_one_image_push_per_push_fixture(name: str) -> None:
-    """Push fixtures hold exactly one image push; all others (delete, pull, scan, ping...) none."""
-    events = decode(body(name), headers_for(name)).events
-    pushes = [event for event in events if event.action == IMAGE_PUSH]
-    assert len(pushes) == (1 if name in PUSHES else 0)

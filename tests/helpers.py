@@ -1,0 +1,169 @@
+"""What the test modules share: the payload catalogue, the headers each
+registry sends, the webhook URL forms and the build listing.
+
+Every payload ``tests/payloads/<registry>/<name>.json`` (sources in
+SOURCES.md) has beside it ``<name>.toml``, written by hand from the payload:
+the headers it is sent with (a set in the folder's ``HEADERS.toml``, itself
+from ``HEADERS.md``) and what it decodes to. Top-level keys:
+
+``headers``
+    the header set it is sent with.
+``registry``
+    the registry the delivery is decoded as (every event's too).
+``refused``
+    instead of events: the reason of the PayloadError it is refused with.
+``reply``
+    a handshake's answer (Event Grid's validation), instead of events.
+``[[events]]``
+    each event in order: the :class:`ImageEvent` fields that are not empty
+    (``timestamp`` a TOML date-time), ``payload`` the path of the event's
+    own JSON in the body when it is not the whole body, and the build's
+    ``short_title`` and ``long_title``.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attr
+
+from brigade_crgw.brigade import project_id
+from brigade_crgw.events import ImageEvent
+
+from .factories import TOKEN
+
+if TYPE_CHECKING:
+    from .conftest import Namespace
+
+PAYLOADS = Path(__file__).resolve().parent / "payloads"
+
+# The URLs a project's webhook answers at, and the commit-ish each names.
+URL_FORMS = {
+    "/events/dockerhub/acme/app/feature/x": "feature/x",
+    "/events/dockerhub/acme/app": "",
+    "/events/dockerhub/acme/app?commit=v2": "v2",
+    f"/events/webhook/{project_id('acme/app')}": "",
+    f"/events/webhook/{project_id('acme/app')}?commit=main": "main",
+    "/events/webhook/acme/app": "",
+    "/events/webhook/acme/app/abc123": "abc123",
+    "/events/webhook/acme/app?commit=release/1.0": "release/1.0",
+}
+
+Path_ = tuple[str | int, ...]
+
+
+def body(name: str) -> bytes:
+    """A payload's bytes, by ``registry/file.json``."""
+    return (PAYLOADS / name).read_bytes()
+
+
+@cache
+def _header_sets(registry: str) -> dict[str, dict[str, str]]:
+    with (PAYLOADS / registry / "HEADERS.toml").open("rb") as f:
+        return tomllib.load(f)
+
+
+def sent_headers(registry: str, header_set: str) -> dict[str, str]:
+    """The headers a registry sends, from its ``HEADERS.toml``, with the
+    project's token where the registry carries it."""
+    return {
+        name: value.replace("{token}", TOKEN)
+        for name, value in _header_sets(registry)[header_set].items()
+    }
+
+
+def at_path(doc: Any, path: Path_) -> Any:
+    """The value at ``path`` (keys and indexes) in a parsed document."""
+    for step in path:
+        doc = doc[step]
+    return doc
+
+
+def edit(raw: bytes, path: Path_, change: Any) -> bytes:
+    """A JSON body with the field at ``path`` set to ``change`` (to
+    ``change(old)`` when callable; removed when ``None``)."""
+    doc = json.loads(raw)
+    parent = at_path(doc, path[:-1])
+    if change is None:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = change(parent[path[-1]]) if callable(change) else change
+    return json.dumps(doc).encode()
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Payload:
+    """One real payload and what it must decode to.
+
+    :param name: ``registry/file.json``.
+    :param expected: its ``.toml`` file, parsed.
+    """
+
+    name: str
+    expected: dict[str, Any] = attr.ib(repr=False)
+
+    @property
+    def folder(self) -> str:
+        """The registry whose folder holds it."""
+        return self.name.split("/")[0]
+
+    @property
+    def body(self) -> bytes:
+        return body(self.name)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The headers it is sent with."""
+        return sent_headers(self.folder, self.expected["headers"])
+
+    @property
+    def registry(self) -> str:
+        """The registry it is decoded as."""
+        return str(self.expected["registry"])
+
+    def events(self) -> tuple[ImageEvent, ...]:
+        """The events it must decode to, payloads included."""
+        return tuple(self._event(fields) for fields in self.expected.get("events", ()))
+
+    def titles(self) -> list[tuple[str, str]]:
+        """Each event's build titles, ``(short_title, long_title)``."""
+        return [(e["short_title"], e["long_title"]) for e in self.expected.get("events", ())]
+
+    def actions(self) -> list[str]:
+        """Each event's action, in order."""
+        return [e["action"] for e in self.expected.get("events", ())]
+
+    def _event(self, fields: dict[str, Any]) -> ImageEvent:
+        fields = dict(fields)
+        del fields["short_title"], fields["long_title"]
+        fields.setdefault("repository", "")
+        path = fields.pop("payload", None)
+        payload = self.body if path is None else compact(at_path(json.loads(self.body), path))
+        return ImageEvent(registry=self.registry, payload=payload, **fields)
+
+
+def compact(value: object) -> bytes:
+    """A JSON value as the decoders carry one event of several."""
+    return json.dumps(value, separators=(",", ":")).encode("ascii")
+
+
+def payload(name: str) -> Payload:
+    """One payload of the catalogue, by ``registry/file.json``."""
+    with (PAYLOADS / name).with_suffix(".toml").open("rb") as f:
+        return Payload(name, tomllib.load(f))
+
+
+def catalogue() -> list[Payload]:
+    """Every payload, by name."""
+    return [payload(str(p.relative_to(PAYLOADS))) for p in sorted(PAYLOADS.glob("*/*.json"))]
+
+
+def builds(namespace: Namespace) -> dict[str, dict[str, Any]]:
+    """Every build Secret in the namespace, as the admin sees it."""
+    core, api = namespace.plane.core, namespace.plane.api
+    secrets = core.list_namespaced_secret(namespace.name, label_selector="component=build")
+    return {s.metadata.name: api.sanitize_for_serialization(s) for s in secrets.items}
