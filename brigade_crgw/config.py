@@ -67,6 +67,17 @@ def _positive_float(key: str, text: str) -> float:
     return value
 
 
+def _seconds(key: str, text: str) -> float:
+    """Seconds, where 0 turns the feature off."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{key}: {text!r} is not a number of seconds") from None
+    if not 0 <= value <= 86400:
+        raise ConfigError(f"{key}: must be from 0 to 86400 seconds, not {text!r}")
+    return value
+
+
 def _boolean(key: str, text: str) -> bool:
     words = {
         "true": True,
@@ -144,6 +155,7 @@ class Config:
     context: str = ""
     request_timeout: float = 10.0
     threads: int = 8
+    project_cache_seconds: float = 5.0
     # [gateway]
     event_types: frozenset[str] = frozenset({events.IMAGE_PUSH})
     strict: bool = False
@@ -221,6 +233,7 @@ _SCHEMA: dict[str, dict[str, Callable[[str, str], Any]]] = {
         "context": _text,
         "request_timeout": _positive_float,
         "threads": _positive_int,
+        "project_cache_seconds": _seconds,
     },
     "gateway": {"event_types": _event_types, "strict": _boolean},
     "auth": {"require": _require, "token_keys": _token_keys},

@@ -2,9 +2,17 @@
 
 A small interface (:class:`SecretStore`) with one real implementation on the
 official client.  Every method blocks, so callers run them on the gateway's
-thread pool.  The store knows nothing of registries or HTTP; any failure of
-Kubernetes comes out as :class:`StoreUnavailable`, which the web layer turns
-into a 503 that the registry retries.
+thread pool.  The store knows nothing of registries or HTTP.  A failure of
+Kubernetes comes out as :class:`StoreUnavailable` (try again later) or, when
+the API server refuses the object itself, :class:`StoreRejected` (never
+retry).
+
+The kubernetes client loads the configuration (kubeconfig or in-cluster,
+with its token refresh) and owns the connection pool; the two calls are made
+on that pool directly.  The client's generated API methods validate every
+argument through pydantic and built a model per call, which cost more than
+the rest of a webhook, and their raw responses were never handed back to the
+pool, so every call opened a new TLS connection.
 """
 
 from __future__ import annotations
@@ -12,10 +20,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import attr
+import urllib3
 from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from .brigade import Project
@@ -26,8 +35,8 @@ class StoreUnavailable(Exception):
 
 
 class StoreRejected(Exception):
-    """Kubernetes refused the request for good (400, 413, 422: e.g. a build
-    Secret over 1 MiB); retrying or spooling it cannot help."""
+    """Kubernetes refused the object itself (400, 413, 422): retrying the same
+    object cannot succeed.  str() is Kubernetes' reason, safe to show."""
 
 
 class StoreConfigError(Exception):
@@ -48,6 +57,7 @@ class SecretStore(Protocol):
         of that name already existed (a redelivery).
 
         :raises StoreUnavailable: when Kubernetes did not take it.
+        :raises StoreRejected: when Kubernetes refused it as invalid.
         """
 
 
@@ -69,18 +79,24 @@ def load_api_client(kubeconfig: str = "", context: str = "", threads: int = 8) -
     except (ConfigException, OSError, ValueError, TypeError) as e:
         where = kubeconfig or "in-cluster, $KUBECONFIG or ~/.kube/config"
         raise StoreConfigError(f"no usable Kubernetes configuration ({where}): {e}") from None
-    # One connection per worker thread; no silent retries, which would
-    # stretch a call past its timeout (the registry retries the delivery).
+    # One connection per worker thread, kept open and reused; no silent
+    # retries, which would stretch a call past its timeout.
     configuration.connection_pool_maxsize = threads
     configuration.retries = False
     return client.ApiClient(configuration)
+
+
+# Kubernetes refuses these for the object itself; anything else from the API
+# server is taken as an outage, to retry (401 and 403 too: the gateway's own
+# identity is wrong, which an operator fixes without the sender's help).
+_REJECTED = frozenset({400, 413, 422})
 
 
 @attr.s(frozen=True, auto_attribs=True)
 class KubeStore:
     """The :class:`SecretStore` backed by a real API server.
 
-    :param api: the process's one ApiClient.
+    :param api: the process's one ApiClient (configuration and connection pool).
     :param namespace: Brigade's namespace.
     :param timeout: seconds allowed for each call, connect and read.
     """
@@ -88,48 +104,88 @@ class KubeStore:
     api: client.ApiClient
     namespace: str
     timeout: float
+    _secrets: str = attr.ib(init=False)
+    _timeout: urllib3.Timeout = attr.ib(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        path = f"/api/v1/namespaces/{quote(self.namespace, safe='')}/secrets"
+        object.__setattr__(self, "_secrets", self.api.configuration.host.rstrip("/") + path)
+        object.__setattr__(self, "_timeout", urllib3.Timeout(total=self.timeout))
 
     def get_project(self, project_id: str) -> Project | None:
+        status, body = self._call("GET", f"{self._secrets}/{quote(project_id, safe='')}")
+        if status == 404:
+            return None
+        if status != 200:
+            raise StoreUnavailable(_describe_status("get", status, body))
         try:
-            # The raw JSON, not the generated model: Project reads it as data.
-            response = client.CoreV1Api(self.api).read_namespaced_secret(
-                project_id, self.namespace, _request_timeout=self.timeout, _preload_content=False
-            )
-            secret = _json(response.data)  # type: ignore[arg-type]
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise StoreUnavailable(_describe(e)) from None
-        except Exception as e:  # urllib3 and socket errors have no common base
-            raise StoreUnavailable(_describe(e)) from None
+            secret = json.loads(body)
+        except ValueError:
+            raise StoreUnavailable("the API server answered something that is not JSON") from None
+        if not isinstance(secret, dict):
+            raise StoreUnavailable("the API server answered something that is not a Secret")
         return Project.from_secret(project_id, secret)
 
     def create_build(self, secret: Mapping[str, Any]) -> bool:
+        status, body = self._call("POST", self._secrets, json.dumps(secret).encode("utf-8"))
+        if status == 201 or status == 200:
+            return True
+        if status == 409:
+            return False
+        if status in _REJECTED:
+            raise StoreRejected(_status_message(body) or f"Kubernetes answered {status}")
+        raise StoreUnavailable(_describe_status("create", status, body))
+
+    def _call(self, method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:
+        """One request on the shared pool; the connection always goes back to it."""
+        headers = {"Accept": "application/json", "User-Agent": "brigade-crgw"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        # The client's own auth settings: a bearer token (refreshed when the
+        # configuration has a hook, as in-cluster) or nothing for client certs.
+        self.api.update_params_for_auth(headers, [], ["BearerToken"], url, method, body)
         try:
-            client.CoreV1Api(self.api).create_namespaced_secret(
-                self.namespace,
-                dict(secret),  # type: ignore[arg-type]
-                _request_timeout=self.timeout,
-                _preload_content=False,
+            response = self.api.rest_client.pool_manager.request(
+                method,
+                url,
+                body=body,
+                headers=headers,
+                timeout=self._timeout,
+                retries=False,
+                preload_content=False,
             )
-        except ApiException as e:
-            if e.status == 409:
-                return False
+        except Exception as e:  # urllib3 and socket errors have no common base
             raise StoreUnavailable(_describe(e)) from None
+        try:
+            return response.status, response.read()
         except Exception as e:
             raise StoreUnavailable(_describe(e)) from None
-        return True
+        finally:
+            response.release_conn()
 
 
-def _json(raw: bytes) -> dict[str, Any]:
-    value = json.loads(raw)
-    if not isinstance(value, dict):
-        raise StoreUnavailable("the API server answered something that is not a Secret")
-    return value
+def _status_message(body: bytes) -> str:
+    """The ``message`` of a Kubernetes Status answer, or empty."""
+    try:
+        status = json.loads(body)
+    except ValueError:
+        return ""
+    message = status.get("message") if isinstance(status, dict) else None
+    return str(message)[:500] if message else ""
+
+
+def _describe_status(verb: str, status: int, body: bytes) -> str:
+    """One line for the operator; names the verb and resource when the
+    gateway's own identity lacks a permission."""
+    if status in (401, 403):
+        return (
+            f"Kubernetes answered {status} to {verb} secrets: the gateway's identity "
+            f"lacks a permission ({_status_message(body) or 'no reason given'})"
+        )
+    return f"Kubernetes answered {status} to {verb} secrets"
 
 
 def _describe(error: Exception) -> str:
     """A one-line account of a failure, without request bodies (they hold secrets)."""
-    if isinstance(error, ApiException):
-        return f"Kubernetes answered {error.status} {error.reason}"
-    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import attr
 from twisted.application.internet import StreamServerEndpointService
@@ -18,7 +18,7 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
@@ -26,8 +26,11 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
 from .config import Config, ConfigError
+from .deliver import Pipeline
 from .kube import KubeStore, StoreConfigError, load_api_client
-from .web import Gateway, InFlight, access_log_formatter, bounded_request
+from .projects import ProjectCache
+from .server import InFlight, access_log_formatter, bounded_request
+from .web import Gateway
 
 log = Logger()
 # How long shutdown waits for webhooks in flight before stopping anyway.
@@ -77,6 +80,7 @@ class ThreadPoolService(Service):
 
     pool: ThreadPool
     in_flight: InFlight
+    clock: IReactorTime
 
     def startService(self) -> None:
         super().startService()
@@ -85,7 +89,7 @@ class ThreadPoolService(Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         drained = self.in_flight.drained()
-        drained.addTimeout(DRAIN_SECONDS, reactor)
+        drained.addTimeout(DRAIN_SECONDS, self.clock)
 
         def stop(result: Any) -> None:
             if self.in_flight.count:
@@ -95,6 +99,7 @@ class ThreadPoolService(Service):
         return drained.addBoth(stop)
 
 
+@attr.s(auto_attribs=True)
 class CleanExitOnTerm(Service):
     """Makes SIGTERM a clean stop that exits 0.
 
@@ -104,33 +109,42 @@ class CleanExitOnTerm(Service):
     this one is installed just after, in their place.
     """
 
+    reactor: Any
+
     def startService(self) -> None:
         super().startService()
-        reactor.callWhenRunning(signal.signal, signal.SIGTERM, self._stop)
+        self.reactor.callWhenRunning(signal.signal, signal.SIGTERM, self._stop)
 
     def _stop(self, signum: int, frame: object) -> None:
         log.info("received SIGTERM: finishing webhooks in flight, then exiting")
-        cast(IReactorFromThreads, reactor).callFromThread(reactor.stop)
+        self.reactor.callFromThread(self.reactor.stop)
 
 
-def makeService(options: Options) -> IService:
+def makeService(options: Options, reactor: Any = reactor) -> IService:
+    """Wire the gateway: the listener, the thread pool and the pipeline.
+
+    :param reactor: the reactor to run on; the global one by default.
+    """
     config: Config = options["parsed"]
     pool = ThreadPool(minthreads=1, maxthreads=config.threads, name="brigade-crgw")
-    in_flight = InFlight(config.max_in_flight)
+    in_flight = InFlight(config.max_in_flight, reactor)
     store = KubeStore(options["api"], config.namespace, config.request_timeout)
+    projects = ProjectCache(
+        store, config.project_cache_seconds, miss_seconds=config.project_cache_seconds / 5
+    )
     gateway = Gateway(
-        config,
-        store,
-        partial(deferToThreadPool, cast(IReactorFromThreads, reactor), pool),
-        in_flight=in_flight,
+        Pipeline(config, projects, store),
+        partial(deferToThreadPool, reactor, pool),
+        in_flight,
     )
     site = Site(
         gateway.app.resource(),
-        requestFactory=bounded_request(config.max_body_bytes, config.read_timeout),
+        requestFactory=bounded_request(config.max_body_bytes, config.read_timeout, reactor),
         parsePOSTFormSubmission=False,
         # Idle connections (and senders that stall) are closed after this.
         timeout=config.read_timeout,
         logFormatter=access_log_formatter,
+        reactor=reactor,
     )
     log.info(
         "brigade-crgw listening on {listen}, namespace {namespace}, {threads} threads, pid {pid}",
@@ -140,8 +154,8 @@ def makeService(options: Options) -> IService:
         pid=os.getpid(),
     )
     top = MultiService()
-    CleanExitOnTerm().setServiceParent(top)
-    ThreadPoolService(pool, in_flight).setServiceParent(top)
+    CleanExitOnTerm(reactor).setServiceParent(top)
+    ThreadPoolService(pool, in_flight, reactor).setServiceParent(top)
     StreamServerEndpointService(serverFromString(reactor, config.listen), site).setServiceParent(
         top
     )

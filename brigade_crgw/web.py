@@ -1,10 +1,9 @@
-"""The HTTP surface: webhook routes, JSON answers, errors mapped to codes.
+"""The HTTP surface: routes, what a webhook request says, JSON answers, and
+the one log line of each webhook.
 
-Data flows one way: request -> project -> auth -> decode -> builds ->
-response.  Everything that blocks (the Kubernetes store, signature checks,
-payload decoding) goes through the injected ``run``, which puts it on the
-gateway's thread pool; the reactor thread only routes and answers.  A
-webhook is answered 200 only after Kubernetes has accepted every build.
+The work of a webhook is :meth:`~brigade_crgw.deliver.Pipeline.deliver`,
+handed to the thread pool in one trip through the injected ``run``; the
+reactor thread only reads the request, routes and answers.
 """
 
 from __future__ import annotations
@@ -13,55 +12,31 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any
 
 import attr
 from klein import Klein
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
-from twisted.web.http import Request as HTTPRequest
-from twisted.web.http import combinedLogFormatter
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from . import auth, brigade, registries
-from .config import WHEN_CONFIGURED, Config
-from .events import ImageEvent
-from .kube import SecretStore, StoreUnavailable
+from .deliver import Outcome, Pipeline, Refusal, Target, Trace, Webhook, unavailable
 from .metrics import Metrics
+from .server import InFlight
 
 log = Logger()
 Runner = Callable[..., "Deferred[Any]"]
 
-RETRY_AFTER = "5"
-FLUSH_SECONDS = 0.2
+# What nginx logs for a client that closed the connection before the answer.
+SENDER_GONE = 499
 # GitHub-style names: letters, digits, '.', '_' and '-'; never '.' or '..'.
 _NAME = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,100}$")
 # A commit-ish as git allows it, minus anything that could be mischief.
 _COMMIT = re.compile(r"^(?!.*\.\.)(?!/)(?!.*//)[A-Za-z0-9._/+@-]{1,200}(?<!/)$")
 _JSON_TYPE = re.compile(r"^application/([a-z0-9.+-]*\+)?json$")
-
-
-class Refusal(Exception):
-    """A request the gateway answers with a 4xx or 503 and a JSON body.
-
-    :param code: the HTTP status.
-    :param status: the ``status`` word of the body.
-    :param reason: a sentence for the sender, never holding a secret.
-    """
-
-    def __init__(
-        self, code: int, status: str, reason: str = "", headers: Mapping[str, str] | None = None
-    ) -> None:
-        super().__init__(reason or status)
-        self.code, self.status, self.reason = code, status, reason
-        self.headers = dict(headers or {})
-
-
-def _unavailable(reason: str) -> Refusal:
-    return Refusal(503, "unavailable", reason, {"Retry-After": RETRY_AFTER})
 
 
 def write_json(
@@ -74,68 +49,6 @@ def write_json(
     for name, value in (headers or {}).items():
         request.setHeader(name, value)
     return json.dumps(body).encode("utf-8") + b"\n"
-
-
-def _refusal_body(refusal: Refusal) -> dict[str, str]:
-    body = {"status": refusal.status}
-    if refusal.reason:
-        body["reason"] = refusal.reason
-    return body
-
-
-def _global_reactor() -> IReactorTime:
-    from twisted.internet import reactor
-
-    return cast(IReactorTime, reactor)
-
-
-@attr.s(auto_attribs=True)
-class InFlight:
-    """Counts webhooks being handled: bounds them, and lets shutdown wait."""
-
-    limit: int
-    clock: IReactorTime = attr.ib(factory=_global_reactor)
-    count: int = 0
-    _waiting: list[Deferred[None]] = attr.ib(factory=list)
-
-    def enter(self) -> None:
-        if self.count >= self.limit:
-            raise _unavailable("too many webhooks in flight; retry shortly")
-        self.count += 1
-
-    def leave(self) -> None:
-        self.count -= 1
-        if self.count == 0 and self._waiting:
-            self._release_soon()
-
-    def _release_soon(self) -> None:
-        # A finished answer may still sit in its connection's buffer, and
-        # shutdown closes connections without flushing them: give the
-        # reactor a few turns to write it first.
-        self.clock.callLater(FLUSH_SECONDS, self._release)
-
-    def _release(self) -> None:
-        if self.count == 0:
-            waiting, self._waiting = self._waiting, []
-            for d in waiting:
-                d.callback(None)
-
-    def drained(self) -> Deferred[None]:
-        """Fires once no webhook is being handled and the last answers had
-        time to leave."""
-        d: Deferred[None] = Deferred()
-        self._waiting.append(d)
-        if self.count == 0:
-            self._release_soon()
-        return d
-
-
-@attr.s(frozen=True, auto_attribs=True)
-class Target:
-    """What a webhook URL names: a project and, perhaps, a commit-ish."""
-
-    project: str
-    commit: str
 
 
 def parse_target(raw_path: bytes, route: str, query_commit: str | None) -> Target:
@@ -202,32 +115,45 @@ def _check_media_type(headers: Mapping[str, str]) -> None:
         )
 
 
+def read_webhook(request: IRequest, route: str) -> Webhook:
+    """What a webhook request says, checked as far as HTTP goes.
+
+    :raises Refusal: 400 or 415.
+    """
+    headers = _headers(request)
+    _check_media_type(headers)
+    target = parse_target(request.path, route, _query(request, "commit"))
+    body = request.content.read() if request.content is not None else b""
+    return Webhook(
+        target=target,
+        headers=headers,
+        body=body,
+        query_token=_query(request, "token"),
+        query_registry=_query(request, "registry"),
+    )
+
+
 @attr.s(auto_attribs=True)
 class Gateway:
     """The Klein application.
 
-    :param config: the gateway's configuration.
-    :param store: where projects are read and builds written.
+    :param pipeline: does the work of a webhook (blocking).
     :param run: runs a blocking call off the reactor thread, returning a
         Deferred (``partial(deferToThreadPool, reactor, pool)``; tests pass
         ``maybeDeferred``).
+    :param in_flight: the bound on webhooks being handled.
     :param clock: seconds, for the logged duration.
     """
 
     app = Klein()
 
-    config: Config
-    store: SecretStore
+    pipeline: Pipeline
     run: Runner
+    in_flight: InFlight
     clock: Callable[[], float] = time.monotonic
-    in_flight: InFlight = attr.ib(default=None)
-    policy: auth.Policy = attr.ib(init=False)
     metrics: Metrics = attr.ib(init=False)
 
     def __attrs_post_init__(self) -> None:
-        if self.in_flight is None:
-            self.in_flight = InFlight(self.config.max_in_flight)
-        self.policy = auth.Policy(self.config.require, self.config.token_keys)
         self.metrics = Metrics(lambda: self.in_flight.count)
 
     @app.route("/healthz", methods=["GET", "HEAD"])
@@ -255,134 +181,82 @@ class Gateway:
     @app.route("/events/<any(webhook, dockerhub):route>/<path:rest>", methods=["POST"])
     async def webhook(self, request: Request, route: str, rest: str) -> bytes:
         started = self.clock()
-        fields: dict[str, Any] = {
-            "project": "",
-            "registry": "",
-            "repository": "",
-            "tag": "",
-            "builds": [],
-        }
+        trace = Trace()
         try:
             self.in_flight.enter()
         except Refusal as refusal:
-            return self._refuse(request, refusal, fields, started)
-        # Counted until the answer is handed to the connection, so that
-        # shutdown never cuts an answer short.
-        request.notifyFinish().addBoth(lambda _: self.in_flight.leave())
+            return self._refuse(request, refusal, trace, started)
+        answered = request.notifyFinish()
         try:
-            code, body = await self._deliver(request, route, fields)
+            webhook = read_webhook(request, route)
         except Refusal as refusal:
-            return self._refuse(request, refusal, fields, started)
+            answered.addBoth(lambda _: self.in_flight.leave())
+            return self._refuse(request, refusal, trace, started)
+        work = self.run(self.pipeline.deliver, webhook, trace)
+        # The slot is held until the work is over and the answer was handed
+        # to the connection (or the connection is gone), whichever is later.
+        pending = [answered, work]
+
+        def settled(result: object, which: Deferred[Any]) -> object:
+            pending.remove(which)
+            if not pending:
+                self.in_flight.leave()
+            return result
+
+        answered.addBoth(settled, answered)
+        outcome = _detached(work)
+        work.addBoth(settled, work)
+        try:
+            result = await outcome
+        except CancelledError:
+            # The sender hung up (Klein cancels the handler); the work goes
+            # on, and its one log line is written when it ends.
+            work.addBoth(self._log_abandoned, trace, started)
+            raise
+        except Refusal as refusal:
+            return self._refuse(request, refusal, trace, started)
         except Exception:
             # A bug, not the sender's fault: the registry should retry.
-            log.failure("webhook for {project} failed unexpectedly", project=fields["project"])
-            return self._refuse(request, _unavailable("internal error"), fields, started)
-        self._log(code, fields, started)
-        return write_json(request, code, body)
+            log.failure("webhook for {project} failed unexpectedly", project=trace.project)
+            return self._refuse(request, unavailable("internal error"), trace, started)
+        self._log(result.code, trace, started)
+        return write_json(request, result.code, result.body)
 
-    async def _deliver(
-        self, request: IRequest, route: str, fields: dict[str, Any]
-    ) -> tuple[int, dict[str, Any]]:
-        headers = _headers(request)
-        _check_media_type(headers)
-        target = parse_target(request.path, route, _query(request, "commit"))
-        project_id = brigade.project_id(target.project)
-        fields["project"] = project_id
-        body = request.content.read() if request.content is not None else b""
+    def _log_abandoned(self, result: Outcome | Failure, trace: Trace, started: float) -> None:
+        reason = "the sender closed the connection before the answer"
+        if isinstance(result, Failure):
+            if not result.check(Refusal):
+                log.failure(
+                    "webhook for {project} failed unexpectedly",
+                    result,
+                    project=trace.project,
+                )
+                return
+            refusal = result.value
+            assert isinstance(refusal, Refusal)
+            reason += f"; it would have been told {refusal.code} {refusal.reason or refusal.status}"
+        self._log(SENDER_GONE, trace, started, reason)
 
-        project = None
-        # A name already starting with brigade- is taken as an ID, and may not
-        # be one Kubernetes could hold: no such project, without asking.
-        if brigade.is_secret_name(project_id):
-            try:
-                project = await self.run(self.store.get_project, project_id)
-            except StoreUnavailable as e:
-                raise self._store_failed("reading the project", e) from None
-        if project is None and self.policy.require == WHEN_CONFIGURED:
-            raise Refusal(404, "project not found")
-        presented = auth.Presented(headers, _query(request, "token"), body)
-        try:
-            method = await self.run(
-                auth.authorise, self.policy, project.data if project else None, presented
-            )
-        except auth.Unauthorized as e:
-            raise Refusal(
-                401, "unauthorized", str(e), {"WWW-Authenticate": 'Bearer realm="brigade-crgw"'}
-            ) from None
-        if method == "none":
-            log.warn(
-                "project {project} has no token: anyone can trigger it "
-                "([auth] require = when-configured)",
-                project=project_id,
-            )
-        assert project is not None
+    def _refuse(self, request: IRequest, refusal: Refusal, trace: Trace, started: float) -> bytes:
+        self._log(refusal.code, trace, started, refusal.reason or refusal.status)
+        return write_json(request, refusal.code, refusal.body(), refusal.headers)
 
-        try:
-            delivery = await self.run(registries.decode, body, headers, _query(request, "registry"))
-        except registries.PayloadError as e:
-            raise Refusal(400, "bad request", str(e)) from None
-        fields["registry"] = delivery.registry
-        if delivery.reply is not None:
-            return 200, delivery.reply
-        if delivery.registry == "generic" and self.config.strict:
-            raise Refusal(
-                422,
-                "unrecognised payload",
-                "no known registry sends this payload ([gateway] strict = true)",
-            )
-        chosen = [e for e in delivery.events if e.action in self.config.event_types]
-        if delivery.events:
-            fields["repository"] = delivery.events[0].repository
-            fields["tag"] = delivery.events[0].tag
-        if not chosen:
-            actions = sorted({e.action for e in delivery.events}) or ["nothing"]
-            return 200, {
-                "status": "ignored",
-                "reason": f"{delivery.registry} sent {', '.join(actions)}; "
-                f"builds are made for {', '.join(sorted(self.config.event_types))}",
-            }
-
-        for event in chosen:
-            try:
-                name = await self.run(self._create_build, project, event, target.commit)
-            except StoreUnavailable as e:
-                raise self._store_failed("creating the build", e) from None
-            fields["builds"].append(name)
-        return 200, {"status": "Success", "builds": fields["builds"]}
-
-    def _create_build(self, project: brigade.Project, event: ImageEvent, commit: str) -> str:
-        """Make the build Secret for ``event`` and create it (on the pool:
-        encoding a large payload is work the reactor should not do)."""
-        secret = brigade.build_secret(
-            project, event, brigade.build_id(project, event, commit), commit
-        )
-        self.store.create_build(secret)
-        return str(secret["metadata"]["name"])  # type: ignore[index]
-
-    @staticmethod
-    def _store_failed(doing: str, error: StoreUnavailable) -> Refusal:
-        # The details are for the operator; the sender only needs to retry.
-        log.warn("Kubernetes failed while {doing}: {error}", doing=doing, error=str(error))
-        return _unavailable("Kubernetes is unavailable; retry later")
-
-    def _refuse(
-        self, request: IRequest, refusal: Refusal, fields: dict[str, Any], started: float
-    ) -> bytes:
-        self._log(refusal.code, fields, started, refusal.reason or refusal.status)
-        return write_json(request, refusal.code, _refusal_body(refusal), refusal.headers)
-
-    def _log(self, code: int, fields: dict[str, Any], started: float, reason: str = "") -> None:
+    def _log(self, code: int, trace: Trace, started: float, reason: str = "") -> None:
         """The one log line of a webhook, and its count in the metrics."""
         duration = self.clock() - started
         log.info(
             "webhook project={project} registry={registry} repository={repository} tag={tag} "
             "builds={builds} code={code} duration={duration:.3f}s{why}",
+            project=trace.project,
+            registry=trace.registry,
+            repository=trace.repository,
+            tag=trace.tag,
+            builds=trace.builds,
             code=code,
             duration=duration,
             why=f" reason={reason!r}" if reason else "",
-            **fields,
         )
-        self.metrics.record(fields["registry"] or "none", code, len(fields["builds"]), duration)
+        self.metrics.record(trace.registry or "none", code, len(trace.builds), duration)
 
     @app.handle_errors(NotFound)
     def not_found(self, request: IRequest, failure: Any) -> bytes:
@@ -403,98 +277,18 @@ class Gateway:
         )
 
 
-_TOKEN_IN_QUERY = re.compile(rb"([?&]token=)[^&]*", re.IGNORECASE)
+def _detached(work: Deferred[Any]) -> Deferred[Any]:
+    """A Deferred with ``work``'s result that can be cancelled without
+    cancelling ``work``: a thread's work cannot be stopped half way, and a
+    build half made must still be counted and logged."""
+    copy: Deferred[Any] = Deferred()
 
+    def forward(result: object) -> object:
+        if copy.called:
+            # Cancelled: the result stays on ``work``, for whoever logs it.
+            return result
+        copy.callback(result)
+        return None
 
-class _Redacted:
-    """A request as the access log sees it: its URI without ``?token=``."""
-
-    def __init__(self, request: Request) -> None:
-        self._request = request
-        self.uri = _TOKEN_IN_QUERY.sub(rb"\1REDACTED", request.uri)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._request, name)
-
-
-def access_log_formatter(timestamp: str, request: Request) -> str:
-    """The combined log format, with any ``?token=`` value redacted."""
-    return combinedLogFormatter(timestamp, _Redacted(request))
-
-
-def _raw_refusal(request: HTTPRequest, code: int, phrase: str, reason: str) -> None:
-    """Answer before the body is complete, then close: the rest is not read."""
-    body = json.dumps({"status": phrase.lower(), "reason": reason}).encode() + b"\n"
-    transport = request.channel.transport
-    assert transport is not None
-    transport.write(
-        b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-        b"Connection: close\r\n\r\n%s" % (code, phrase.encode(), len(body), body)
-    )
-    transport.loseConnection()
-    log.info(
-        "refused a request while reading it: code={code} reason={reason}", code=code, reason=reason
-    )
-
-
-class BoundedRequest(Request):
-    """A request whose body is bounded in size and in time to arrive.
-
-    Too large (by Content-Length, or while reading a body without one) is
-    answered 413 at once; a request not complete within ``deadline`` seconds
-    of its first line (a slow sender) is answered 408.  Either way the
-    connection closes and nothing is handled.
-    """
-
-    max_body = 256 * 1024
-    deadline = 30.0
-    refused = False
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        from twisted.internet import reactor
-
-        self._received = 0
-        self._timer = reactor.callLater(self.deadline, self._too_slow)
-
-    def _refuse(self, code: int, phrase: str, reason: str) -> None:
-        if not self.refused:
-            self.refused = True
-            _raw_refusal(self, code, phrase, reason)
-
-    def _too_slow(self) -> None:
-        self._refuse(408, "Request Timeout", f"the request took over {self.deadline:g}s to arrive")
-
-    def _cancel_timer(self) -> None:
-        if self._timer.active():
-            self._timer.cancel()
-
-    def gotLength(self, length: int | None) -> None:
-        if length is not None and length > self.max_body:
-            self._refuse(413, "Payload Too Large", f"the body may be at most {self.max_body} bytes")
-            length = 0
-        super().gotLength(length)
-
-    def handleContentChunk(self, data: bytes) -> None:
-        if self.refused:
-            return
-        self._received += len(data)
-        if self._received > self.max_body:
-            self._refuse(413, "Payload Too Large", f"the body may be at most {self.max_body} bytes")
-            return
-        super().handleContentChunk(data)
-
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        self._cancel_timer()
-        if self.refused:
-            return
-        super().requestReceived(command, path, version)
-
-    def connectionLost(self, reason: Any) -> None:
-        self._cancel_timer()
-        super().connectionLost(reason)
-
-
-def bounded_request(max_body: int, deadline: float) -> type[BoundedRequest]:
-    """A :class:`BoundedRequest` class with these limits, for a ``Site``."""
-    return type("BoundedRequest", (BoundedRequest,), {"max_body": max_body, "deadline": deadline})
+    work.addBoth(forward)
+    return copy

@@ -6,6 +6,7 @@ the same contract tests pass against both.
 
 from __future__ import annotations
 
+import base64
 import copy
 from collections.abc import Mapping
 from typing import Any
@@ -13,7 +14,10 @@ from typing import Any
 import attr
 
 from brigade_crgw.brigade import Project
-from brigade_crgw.kube import StoreUnavailable
+from brigade_crgw.kube import StoreRejected, StoreUnavailable
+
+# A Secret's data may hold at most 1 MiB.
+MAX_SECRET_BYTES = 1024 * 1024
 
 
 @attr.s(auto_attribs=True)
@@ -36,6 +40,13 @@ class MemoryStore:
     def create_build(self, secret: Mapping[str, Any]) -> bool:
         self._check()
         name = secret["metadata"]["name"]
+        size = sum(len(base64.b64decode(v)) for v in (secret.get("data") or {}).values())
+        if size > MAX_SECRET_BYTES:
+            # Kubernetes' own words, as the real API server says them.
+            raise StoreRejected(
+                f'Secret "{name}" is invalid: data: Too long: may not be more than '
+                f"{MAX_SECRET_BYTES} bytes"
+            )
         if name in self.secrets:
             return False
         self.secrets[name] = copy.deepcopy(dict(secret))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -205,6 +206,43 @@ def test_sigterm_finishes_requests_in_flight(
     assert set(answer.json()["builds"]) <= set(builds(namespace))
 
 
+def test_sender_hanging_up_is_one_info_line(
+    outage: tuple[gateway_process.Daemon, Proxy], namespace: Namespace
+) -> None:
+    """A sender that hangs up while its webhook waits on Kubernetes: the work
+    still finishes and makes its build, its slot is held until then, and the
+    log has one info line with code 499 and no traceback."""
+    process, proxy = outage
+    body = fresh(DOCKERHUB, 3000)
+    proxy.set(HANG)
+    before = builds(namespace)
+    sender = socket.create_connection(("127.0.0.1", process.port))
+    sender.sendall(
+        b"POST /events/webhook/acme/app HTTP/1.1\r\nHost: gw\r\n"
+        b"Content-Type: application/json\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    time.sleep(1.0)  # the webhook now waits on the held Kubernetes call
+    sender.close()
+    time.sleep(0.5)
+    metrics = process.request("GET", "/metrics").body.decode()
+    assert "brigade_crgw_webhooks_in_flight 1" in metrics
+    proxy.set(FORWARD)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and "code=499" not in process.log():
+        time.sleep(0.1)
+    lines = [line for line in process.log().splitlines() if "code=499" in line]
+    assert len(lines) == 1, process.log()
+    assert "sender closed the connection" in lines[0]
+    assert "Traceback" not in process.log() and "CancelledError" not in process.log()
+    assert "critical" not in process.log().lower()
+    made = set(builds(namespace)) - set(before)
+    assert len(made) == 1 and made.pop() in lines[0]
+    metrics = process.request("GET", "/metrics").body.decode()
+    assert 'brigade_crgw_webhooks_total{registry="dockerhub",code="499"} 1' in metrics
+    assert "brigade_crgw_webhooks_in_flight 0" in metrics
+
+
 def test_systemd_unit_verifies(tmp_path: Path) -> None:
     """systemd-analyze verify accepts etc/brigade-crgw.service."""
     import shutil
@@ -270,7 +308,6 @@ def plane_pid(namespace: Namespace) -> int:
     """The local plane's kube-apiserver process (this test needs the local plane)."""
     if os.environ.get("BRIGADE_CRGW_TEST_KUBECONFIG"):
         pytest.skip("stops the local kube-apiserver; not done to a shared cluster")
-    assert namespace.plane.local is not None
-    state = namespace.plane.local.status()
+    state = namespace.plane.controlplane.running()
     assert state is not None
-    return state.pids["kube-apiserver"]
+    return int(state["pids"]["kube-apiserver"])

@@ -3,6 +3,7 @@ real store against a real API server with the gateway's own identity."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from brigade_crgw import brigade
 from brigade_crgw.events import ImageEvent
-from brigade_crgw.kube import KubeStore, StoreUnavailable, load_api_client
+from brigade_crgw.kube import KubeStore, StoreRejected, StoreUnavailable, load_api_client
 
 from .conftest import Namespace
 from .factories import decoded, project_secret
@@ -98,6 +99,19 @@ def test_build_is_created_once(arranged: Arranged) -> None:
     assert decoded(arranged.read(secret["metadata"]["name"]))["payload"] == "{}"
 
 
+def test_oversized_build_is_rejected(arranged: Arranged) -> None:
+    """A build Secret over Kubernetes' 1 MiB limit is refused as invalid
+    (StoreRejected, never retried), with Kubernetes' reason, and not stored."""
+    arranged.put(project_secret("contract/huge"))
+    project = arranged.store.get_project(brigade.project_id("contract/huge"))
+    secret = _build(project)
+    secret["data"]["payload"] = base64.b64encode(b"x" * (1024 * 1024 + 1)).decode()
+    with pytest.raises(StoreRejected) as rejected:
+        arranged.store.create_build(secret)
+    assert str(rejected.value)
+    assert arranged.read(secret["metadata"]["name"]) is None
+
+
 def test_unavailable_store_raises() -> None:
     """A store that cannot reach Kubernetes raises StoreUnavailable, for the
     fake (when down) and for the real client (a closed port)."""
@@ -112,3 +126,20 @@ def test_unavailable_store_raises() -> None:
             store.get_project("brigade-x")
         with pytest.raises(StoreUnavailable):
             store.create_build({"metadata": {"name": "brigade-worker-x"}})
+
+
+@pytest.mark.integration
+def test_real_store_reuses_its_connections(namespace: Namespace) -> None:
+    """Many calls from one thread open one connection to the API server: each
+    answer goes back to the pool (they once did not, and every call paid a
+    TLS handshake)."""
+    api = load_api_client(str(namespace.gateway_kubeconfig), threads=2)
+    store = KubeStore(api, namespace.name, 5.0)
+    namespace.plane.core.create_namespaced_secret(namespace.name, project_secret("reuse/app"))
+    project = store.get_project(brigade.project_id("reuse/app"))
+    assert project is not None
+    for tag in ("a", "b", "c"):
+        assert store.create_build(_build(project, tag)) is True
+        assert store.get_project("brigade-no-such-project") is None
+    pools = api.rest_client.pool_manager.pools
+    assert [pools[key].num_connections for key in pools.keys()] == [1]

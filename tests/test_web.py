@@ -18,7 +18,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from brigade_crgw.brigade import project_id
 from brigade_crgw.config import Config
-from brigade_crgw.web import FLUSH_SECONDS, Gateway, InFlight, Refusal, parse_target
+from brigade_crgw.deliver import Pipeline, Refusal
+from brigade_crgw.server import InFlight
+from brigade_crgw.web import Gateway, parse_target
 
 from .factories import TOKEN, decoded, fresh, project_secret
 from .memory import MemoryStore
@@ -47,7 +49,8 @@ class WebTests(SynchronousTestCase):
         self.config = Config()
 
     def gateway(self, **config: Any) -> StubTreq:
-        gateway = Gateway(Config(**config) if config else self.config, self.store, maybeDeferred)
+        pipeline = Pipeline(Config(**config) if config else self.config, self.store, self.store)
+        gateway = Gateway(pipeline, maybeDeferred, InFlight(64, Clock()))
         return StubTreq(gateway.app.resource())
 
     def call(
@@ -298,28 +301,3 @@ def test_parse_target_never_crashes(rest: bytes, commit: str | None) -> None:
         assert ".." not in target.project and "%" not in target.project
         assert target.project.count("/") <= 1
         assert all(c.isascii() and c.isprintable() for c in target.project + target.commit)
-
-
-class InFlightTests(SynchronousTestCase):
-    def test_bound_and_drain(self) -> None:
-        """The bound refuses with 503 past the limit; drained() fires only once
-        the last webhook left and its answer had time to be written."""
-        clock = Clock()
-        in_flight = InFlight(2, clock)
-        in_flight.enter()
-        in_flight.enter()
-        with self.assertRaises(Refusal) as refused:
-            in_flight.enter()
-        self.assertEqual(refused.exception.code, 503)
-        drained = in_flight.drained()
-        in_flight.leave()
-        clock.advance(1)
-        self.assertNoResult(drained)
-        in_flight.leave()
-        self.assertNoResult(drained)
-        clock.advance(FLUSH_SECONDS)
-        self.successResultOf(drained)
-        idle = in_flight.drained()
-        self.assertNoResult(idle)
-        clock.advance(FLUSH_SECONDS)
-        self.successResultOf(idle)

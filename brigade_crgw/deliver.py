@@ -1,0 +1,215 @@
+"""One webhook, from what the sender said to the builds it made.
+
+:meth:`Pipeline.deliver` is one plain synchronous function: it reads the
+project, checks the sender's credentials, decodes the payload and creates
+the builds, in that order.  The web layer runs it on the thread pool in a
+single trip, so everything that blocks or burns CPU happens off the reactor
+thread, and it can be tested without a reactor.  It answers only once
+Kubernetes holds every build; anything else is a :class:`Refusal`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import attr
+from twisted.logger import Logger
+
+from . import auth, brigade, registries
+from .config import WHEN_CONFIGURED, Config
+from .kube import SecretStore, StoreRejected, StoreUnavailable
+
+log = Logger()
+
+RETRY_AFTER = "5"
+
+
+class Refusal(Exception):
+    """A webhook the gateway answers with a 4xx or 503 and a JSON body.
+
+    :param code: the HTTP status.
+    :param status: the ``status`` word of the body.
+    :param reason: a sentence for the sender, never holding a secret.
+    :param headers: extra answer headers (``Retry-After``, ``WWW-Authenticate``).
+    """
+
+    def __init__(
+        self, code: int, status: str, reason: str = "", headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(reason or status)
+        self.code, self.status, self.reason = code, status, reason
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, str]:
+        body = {"status": self.status}
+        if self.reason:
+            body["reason"] = self.reason
+        return body
+
+
+def unavailable(reason: str) -> Refusal:
+    """A 503 that tells the sender to retry."""
+    return Refusal(503, "unavailable", reason, {"Retry-After": RETRY_AFTER})
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Target:
+    """What a webhook URL names: a project and, perhaps, a commit-ish."""
+
+    project: str
+    commit: str
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Webhook:
+    """A webhook as the web layer read it.
+
+    :param headers: lower-cased header names to their first value.
+    :param query_token: the ``?token=`` value, if any.
+    :param query_registry: the ``?registry=`` value, if any.
+    """
+
+    target: Target
+    headers: Mapping[str, str]
+    body: bytes = attr.ib(repr=False)
+    query_token: str | None = attr.ib(default=None, repr=False)
+    query_registry: str | None = None
+
+
+@attr.s(auto_attribs=True)
+class Trace:
+    """What is known of a webhook so far, for its one log line.  Filled in as
+    :meth:`Pipeline.deliver` goes, so a refusal still logs what was learnt."""
+
+    project: str = ""
+    registry: str = ""
+    repository: str = ""
+    tag: str = ""
+    builds: list[str] = attr.ib(factory=list)
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Outcome:
+    """A webhook's successful answer: its code and JSON body."""
+
+    code: int
+    body: Mapping[str, Any]
+
+
+class ProjectReader(Protocol):
+    """Where projects are read: the store, or a cache in front of it."""
+
+    def get_project(self, project_id: str) -> brigade.Project | None: ...
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Pipeline:
+    """Everything a webhook needs, made once per process.
+
+    :param config: the gateway's configuration.
+    :param projects: where projects are read (a :class:`ProjectCache` or the store).
+    :param store: where builds are created.
+    """
+
+    config: Config
+    projects: ProjectReader
+    store: SecretStore
+    policy: auth.Policy = attr.ib(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "policy", auth.Policy(self.config.require, self.config.token_keys))
+
+    def deliver(self, webhook: Webhook, trace: Trace) -> Outcome:
+        """Handle one webhook, start to finish.  Blocks: run it on a pool thread.
+
+        :raises Refusal: for every answer other than success.
+        """
+        project = self._authorised_project(webhook, trace)
+        try:
+            delivery = registries.decode(webhook.body, webhook.headers, webhook.query_registry)
+        except registries.PayloadError as e:
+            raise Refusal(400, "bad request", str(e)) from None
+        trace.registry = delivery.registry
+        if delivery.reply is not None:
+            return Outcome(200, delivery.reply)
+        if delivery.registry == "generic" and self.config.strict:
+            raise Refusal(
+                422,
+                "unrecognised payload",
+                "no known registry sends this payload ([gateway] strict = true)",
+            )
+        if delivery.events:
+            trace.repository = delivery.events[0].repository
+            trace.tag = delivery.events[0].tag
+        chosen = [e for e in delivery.events if e.action in self.config.event_types]
+        if not chosen:
+            actions = sorted({e.action for e in delivery.events}) or ["nothing"]
+            return Outcome(
+                200,
+                {
+                    "status": "ignored",
+                    "reason": f"{delivery.registry} sent {', '.join(actions)}; "
+                    f"builds are made for {', '.join(sorted(self.config.event_types))}",
+                },
+            )
+        secrets = [
+            brigade.build_secret(
+                project,
+                event,
+                brigade.build_id(project, event, webhook.target.commit),
+                webhook.target.commit,
+            )
+            for event in chosen
+        ]
+        self._create(secrets, trace)
+        return Outcome(200, {"status": "Success", "builds": list(trace.builds)})
+
+    def _authorised_project(self, webhook: Webhook, trace: Trace) -> brigade.Project:
+        """The project the URL names, if the sender may trigger it."""
+        project_id = brigade.project_id(webhook.target.project)
+        trace.project = project_id
+        project = None
+        # A name already starting with brigade- is taken as an ID, and may not
+        # be one Kubernetes could hold: no such project, without asking.
+        if brigade.is_secret_name(project_id):
+            try:
+                project = self.projects.get_project(project_id)
+            except StoreUnavailable as e:
+                raise _store_failed("reading the project", e) from None
+        if project is None and self.policy.require == WHEN_CONFIGURED:
+            raise Refusal(404, "project not found")
+        presented = auth.Presented(webhook.headers, webhook.query_token, webhook.body)
+        try:
+            method = auth.authorise(self.policy, project.data if project else None, presented)
+        except auth.Unauthorized as e:
+            raise Refusal(
+                401, "unauthorized", str(e), {"WWW-Authenticate": 'Bearer realm="brigade-crgw"'}
+            ) from None
+        if method == "none":
+            log.warn(
+                "project {project} has no token: anyone can trigger it "
+                "([auth] require = when-configured)",
+                project=project_id,
+            )
+        assert project is not None
+        return project
+
+    def _create(self, secrets: Sequence[Mapping[str, Any]], trace: Trace) -> None:
+        """Create every build; a redelivered one already exists, which is success."""
+        for secret in secrets:
+            try:
+                self.store.create_build(secret)
+            except StoreUnavailable as e:
+                raise _store_failed("creating the build", e) from None
+            except StoreRejected as e:
+                raise Refusal(
+                    422, "rejected", f"Kubernetes refused the build Secret: {e}"
+                ) from None
+            trace.builds.append(str(secret["metadata"]["name"]))
+
+
+def _store_failed(doing: str, error: StoreUnavailable) -> Refusal:
+    # The details are for the operator; the sender only needs to retry.
+    log.warn("Kubernetes failed while {doing}: {error}", doing=doing, error=str(error))
+    return unavailable("Kubernetes is unavailable; retry later")

@@ -1,0 +1,63 @@
+"""A short-lived cache of project Secrets, in front of the store.
+
+Every webhook names a project, and most webhooks name one of a few: reading
+its Secret each time doubled the gateway's calls to the API server.  The
+gateway may only get and create Secrets (no list, no watch), so it cannot be
+told of a change: an entry simply expires.  A rotated-out token or a deleted
+project therefore keeps working for at most ``seconds``; a project created
+after a miss is seen within ``miss_seconds``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import attr
+
+from .brigade import Project
+from .kube import SecretStore
+
+# Enough for every project of a large installation; a flood of made-up names
+# evicts the oldest entries instead of growing without bound.
+MAX_ENTRIES = 4096
+
+
+@attr.s(auto_attribs=True)
+class ProjectCache:
+    """``get_project`` of a :class:`~brigade_crgw.kube.SecretStore`, remembered.
+
+    :param store: where projects are read on a miss.
+    :param seconds: how long a project read is reused; 0 turns the cache off.
+    :param miss_seconds: how long "no such project" is reused.
+    :param clock: monotonic seconds.
+    """
+
+    store: SecretStore
+    seconds: float
+    miss_seconds: float
+    clock: Callable[[], float] = time.monotonic
+    _entries: dict[str, tuple[float, Project | None]] = attr.ib(factory=dict, init=False)
+    _lock: threading.Lock = attr.ib(factory=threading.Lock, init=False)
+
+    def get_project(self, project_id: str) -> Project | None:
+        """The project, from the cache while fresh, else from the store.
+
+        :raises StoreUnavailable: as the store does; failures are not cached.
+        """
+        if self.seconds <= 0:
+            return self.store.get_project(project_id)
+        now = self.clock()
+        with self._lock:
+            entry = self._entries.get(project_id)
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        project = self.store.get_project(project_id)
+        expires = now + (self.seconds if project is not None else self.miss_seconds)
+        with self._lock:
+            self._entries.pop(project_id, None)
+            while len(self._entries) >= MAX_ENTRIES:
+                del self._entries[next(iter(self._entries))]
+            self._entries[project_id] = (expires, project)
+        return project

@@ -1,0 +1,179 @@
+"""The HTTP server around the app: bounded requests, the count of webhooks
+in flight, and the access log.
+
+These limits act before a request reaches a route: a body too large or too
+slow is refused while it arrives, and a webhook past ``max_in_flight`` is
+refused before any work starts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import attr
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.http import Request as HTTPRequest
+from twisted.web.http import combinedLogFormatter
+from twisted.web.server import Request
+
+from .deliver import unavailable
+
+log = Logger()
+
+# How long a finished answer is given to leave its socket buffer before
+# shutdown closes the connections.
+FLUSH_SECONDS = 0.2
+
+
+@attr.s(auto_attribs=True)
+class InFlight:
+    """Counts webhooks being handled: bounds them, and lets shutdown wait.
+
+    A webhook counts from the moment it is taken until its work is over and
+    its answer was handed to the connection, whichever is later: a sender
+    that hangs up does not free a slot while its builds are still being made.
+    """
+
+    limit: int
+    clock: IReactorTime
+    count: int = 0
+    _waiting: list[Deferred[None]] = attr.ib(factory=list)
+
+    def enter(self) -> None:
+        """Take a slot.
+
+        :raises Refusal: 503 when every slot is taken.
+        """
+        if self.count >= self.limit:
+            raise unavailable("too many webhooks in flight; retry shortly")
+        self.count += 1
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0 and self._waiting:
+            self._release_soon()
+
+    def _release_soon(self) -> None:
+        # A finished answer may still sit in its connection's buffer, and
+        # shutdown closes connections without flushing them: give the
+        # reactor a few turns to write it first.
+        self.clock.callLater(FLUSH_SECONDS, self._release)
+
+    def _release(self) -> None:
+        if self.count == 0:
+            waiting, self._waiting = self._waiting, []
+            for d in waiting:
+                d.callback(None)
+
+    def drained(self) -> Deferred[None]:
+        """Fires once no webhook is being handled and the last answers had
+        time to leave."""
+        d: Deferred[None] = Deferred()
+        self._waiting.append(d)
+        if self.count == 0:
+            self._release_soon()
+        return d
+
+
+_TOKEN_IN_QUERY = re.compile(rb"([?&]token=)[^&]*", re.IGNORECASE)
+
+
+class _Redacted:
+    """A request as the access log sees it: its URI without ``?token=``."""
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+        self.uri = _TOKEN_IN_QUERY.sub(rb"\1REDACTED", request.uri)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)
+
+
+def access_log_formatter(timestamp: str, request: Request) -> str:
+    """The combined log format, with any ``?token=`` value redacted."""
+    return combinedLogFormatter(timestamp, _Redacted(request))
+
+
+def _raw_refusal(request: HTTPRequest, code: int, phrase: str, reason: str) -> None:
+    """Answer before the body is complete, then close: the rest is not read."""
+    body = json.dumps({"status": phrase.lower(), "reason": reason}).encode() + b"\n"
+    transport = request.channel.transport
+    assert transport is not None
+    transport.write(
+        b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+        b"Connection: close\r\n\r\n%s" % (code, phrase.encode(), len(body), body)
+    )
+    transport.loseConnection()
+    log.info(
+        "refused a request while reading it: code={code} reason={reason}", code=code, reason=reason
+    )
+
+
+class BoundedRequest(Request):
+    """A request whose body is bounded in size and in time to arrive.
+
+    Too large (by Content-Length, or while reading a body without one) is
+    answered 413 at once; a request not complete within ``deadline`` seconds
+    of its first line (a slow sender) is answered 408.  Either way the
+    connection closes and nothing is handled.
+    """
+
+    max_body = 256 * 1024
+    deadline = 30.0
+    clock: IReactorTime
+    refused = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._received = 0
+        self._timer = self.clock.callLater(self.deadline, self._too_slow)
+
+    def _refuse(self, code: int, phrase: str, reason: str) -> None:
+        if not self.refused:
+            self.refused = True
+            _raw_refusal(self, code, phrase, reason)
+
+    def _too_slow(self) -> None:
+        self._refuse(408, "Request Timeout", f"the request took over {self.deadline:g}s to arrive")
+
+    def _cancel_timer(self) -> None:
+        if self._timer.active():
+            self._timer.cancel()
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self.max_body:
+            self._refuse(413, "Payload Too Large", f"the body may be at most {self.max_body} bytes")
+            length = 0
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.refused:
+            return
+        self._received += len(data)
+        if self._received > self.max_body:
+            self._refuse(413, "Payload Too Large", f"the body may be at most {self.max_body} bytes")
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        self._cancel_timer()
+        if self.refused:
+            return
+        super().requestReceived(command, path, version)
+
+    def connectionLost(self, reason: Any) -> None:
+        self._cancel_timer()
+        super().connectionLost(reason)
+
+
+def bounded_request(max_body: int, deadline: float, clock: IReactorTime) -> type[BoundedRequest]:
+    """A :class:`BoundedRequest` class with these limits, for a ``Site``."""
+    return type(
+        "BoundedRequest",
+        (BoundedRequest,),
+        {"max_body": max_body, "deadline": deadline, "clock": clock},
+    )

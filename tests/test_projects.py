@@ -1,0 +1,85 @@
+"""The short-lived project cache in front of the store."""
+
+from __future__ import annotations
+
+import pytest
+
+from brigade_crgw.brigade import project_id
+from brigade_crgw.kube import StoreUnavailable
+from brigade_crgw.projects import MAX_ENTRIES, ProjectCache
+
+from .factories import project_secret
+from .memory import MemoryStore
+
+
+class CountingStore(MemoryStore):
+    """The in-memory store, counting reads."""
+
+    reads = 0
+
+    def get_project(self, project_id: str):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        return super().get_project(project_id)
+
+
+class Clock:
+    now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_hits_are_reused_until_they_expire() -> None:
+    """A project is read once within ``seconds``, and again after."""
+    store, clock = CountingStore(), Clock()
+    store.put(project_secret("acme/app"))
+    cache = ProjectCache(store, 5.0, 1.0, clock)
+    pid = project_id("acme/app")
+    assert cache.get_project(pid) is not None
+    clock.now += 4.9
+    assert cache.get_project(pid) is not None
+    assert store.reads == 1
+    clock.now += 0.2
+    cache.get_project(pid)
+    assert store.reads == 2
+
+
+def test_misses_expire_sooner() -> None:
+    """An unknown project is remembered for ``miss_seconds`` only, so a new
+    project is seen soon."""
+    store, clock = CountingStore(), Clock()
+    cache = ProjectCache(store, 5.0, 1.0, clock)
+    pid = project_id("new/app")
+    assert cache.get_project(pid) is None
+    store.put(project_secret("new/app"))
+    assert cache.get_project(pid) is None
+    clock.now += 1.1
+    assert cache.get_project(pid) is not None
+
+
+def test_zero_turns_it_off() -> None:
+    """With 0 seconds every call reads the store."""
+    store = CountingStore()
+    cache = ProjectCache(store, 0.0, 0.0, Clock())
+    cache.get_project("brigade-x")
+    cache.get_project("brigade-x")
+    assert store.reads == 2
+
+
+def test_failures_are_not_cached() -> None:
+    """A store failure is raised, and the next call asks again."""
+    store = CountingStore(down=True)
+    cache = ProjectCache(store, 5.0, 1.0, Clock())
+    with pytest.raises(StoreUnavailable):
+        cache.get_project("brigade-x")
+    store.down = False
+    assert cache.get_project("brigade-x") is None
+    assert store.reads == 2
+
+
+def test_size_is_bounded() -> None:
+    """Made-up names cannot grow the cache past MAX_ENTRIES."""
+    cache = ProjectCache(MemoryStore(), 5.0, 1.0, Clock())
+    for n in range(MAX_ENTRIES + 50):
+        cache.get_project(f"brigade-{n}")
+    assert len(cache._entries) == MAX_ENTRIES

@@ -1,0 +1,166 @@
+"""The HTTP server's limits and the service wiring, in process: a real
+HTTPChannel over a string transport, and a memory reactor with a clock."""
+
+from __future__ import annotations
+
+import json
+import signal
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from brigade_crgw.deliver import Refusal
+from brigade_crgw.server import FLUSH_SECONDS, InFlight, bounded_request
+from brigade_crgw.tap import DRAIN_SECONDS, CleanExitOnTerm, ThreadPoolService
+
+
+class Echo(Resource):
+    """Answers a POST with the length of its body."""
+
+    isLeaf = True
+
+    def render_POST(self, request: Any) -> bytes:
+        return b"%d" % len(request.content.read())
+
+
+class Reactor(MemoryReactorClock):
+    """A memory reactor that also runs calls from threads, at once."""
+
+    def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
+
+
+def connect(max_body: int = 10, deadline: float = 5.0) -> tuple[StringTransport, Any, Reactor]:
+    clock = Reactor()
+    site = Site(Echo(), requestFactory=bounded_request(max_body, deadline, clock), reactor=clock)
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    return transport, channel, clock
+
+
+def answer(transport: StringTransport) -> tuple[int, dict[str, Any]]:
+    head, _, body = transport.value().partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), json.loads(body)
+
+
+class BoundedRequestTests(SynchronousTestCase):
+    def test_too_large_by_length(self) -> None:
+        """A Content-Length over the limit is answered 413 in JSON at once,
+        and the connection is closed without reading the body."""
+        transport, channel, _ = connect()
+        channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n")
+        code, body = answer(transport)
+        self.assertEqual((code, body["status"]), (413, "payload too large"))
+        self.assertTrue(transport.disconnecting)
+
+    def test_too_large_while_chunked(self) -> None:
+        """A chunked body is counted while it arrives and cut at the limit."""
+        transport, channel, _ = connect()
+        channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        channel.dataReceived(b"6\r\n123456\r\n")
+        self.assertEqual(transport.value(), b"")
+        channel.dataReceived(b"6\r\n123456\r\n")
+        self.assertEqual(answer(transport)[0], 413)
+
+    def test_within_limits_is_served(self) -> None:
+        """A body within the limit reaches the resource."""
+        transport, channel, _ = connect()
+        channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789")
+        self.assertIn(b"200 OK", transport.value())
+        self.assertTrue(transport.value().endswith(b"10"))
+
+    def test_too_slow(self) -> None:
+        """A request not complete within the deadline is answered 408."""
+        transport, channel, clock = connect(deadline=5.0)
+        channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01")
+        clock.advance(4.9)
+        self.assertEqual(transport.value(), b"")
+        clock.advance(0.2)
+        code, body = answer(transport)
+        self.assertEqual(code, 408)
+        self.assertIn("5s", body["reason"])
+
+
+class InFlightTests(SynchronousTestCase):
+    def test_bound_and_drain(self) -> None:
+        """The bound refuses with 503 past the limit; drained() fires only once
+        the last webhook left and its answer had time to be written."""
+        clock = Reactor()
+        in_flight = InFlight(2, clock)
+        in_flight.enter()
+        in_flight.enter()
+        with self.assertRaises(Refusal) as refused:
+            in_flight.enter()
+        self.assertEqual(refused.exception.code, 503)
+        drained = in_flight.drained()
+        in_flight.leave()
+        clock.advance(1)
+        self.assertNoResult(drained)
+        in_flight.leave()
+        self.assertNoResult(drained)
+        clock.advance(FLUSH_SECONDS)
+        self.successResultOf(drained)
+
+
+class FakePool:
+    started = stopped = False
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+class ServiceTests(SynchronousTestCase):
+    def test_pool_stops_after_the_drain(self) -> None:
+        """Stopping waits for the webhooks in flight, then stops the pool."""
+        clock = Reactor()
+        in_flight = InFlight(4, clock)
+        pool = FakePool()
+        service = ThreadPoolService(pool, in_flight, clock)  # type: ignore[arg-type]
+        service.startService()
+        self.assertTrue(pool.started)
+        in_flight.enter()
+        stopped: Deferred[None] = service.stopService()
+        clock.advance(DRAIN_SECONDS / 2)
+        self.assertFalse(pool.stopped)
+        in_flight.leave()
+        clock.advance(FLUSH_SECONDS)
+        self.successResultOf(stopped)
+        self.assertTrue(pool.stopped)
+
+    def test_pool_stops_at_the_drain_timeout(self) -> None:
+        """A webhook that never ends does not hold shutdown past DRAIN_SECONDS."""
+        clock = Reactor()
+        in_flight = InFlight(4, clock)
+        pool = FakePool()
+        service = ThreadPoolService(pool, in_flight, clock)  # type: ignore[arg-type]
+        service.startService()
+        in_flight.enter()
+        stopped = service.stopService()
+        clock.advance(DRAIN_SECONDS + 1)
+        self.successResultOf(stopped)
+        self.assertTrue(pool.stopped)
+
+    def test_sigterm_stops_the_reactor(self) -> None:
+        """Once the reactor runs, SIGTERM's handler is ours, and it stops the
+        reactor (a clean stop that exits 0, not twistd's re-raise)."""
+        clock = Reactor()
+        before = signal.getsignal(signal.SIGTERM)
+        try:
+            CleanExitOnTerm(clock).startService()
+            [(install, args, _)] = clock.whenRunningHooks
+            install(*args)
+            handler = signal.getsignal(signal.SIGTERM)
+            assert callable(handler)
+            self.assertFalse(clock.hasStopped)
+            handler(signal.SIGTERM, None)
+            self.assertTrue(clock.hasStopped)
+        finally:
+            signal.signal(signal.SIGTERM, before)
