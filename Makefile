@@ -10,7 +10,8 @@ venv: $(VENV)/.installed
 
 # A regular (non-editable) install: twistd finds plugins only in
 # twisted/plugins directories on sys.path, which an editable install hides.
-# Tests and `make run` still run this working tree (PYTHONPATH).
+# Tests, `make run` and the bench still run this working tree, with the
+# development tools (devtools/, never installed) beside it: PYTHONPATH.
 $(VENV)/.installed: $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -20,7 +21,7 @@ $(VENV)/.installed: $(SOURCES)
 # The gateway on 127.0.0.1:7744 in the foreground, with a demo project;
 # starts the local control plane when no cluster is configured.
 run: venv
-	$(BIN)/python scripts/demo.py
+	PYTHONPATH=$(CURDIR) $(BIN)/python scripts/demo.py
 
 # Everything: unit, in-memory HTTP, and the real daemon against a real API
 # server (the local control plane, built and started when needed).
@@ -32,12 +33,12 @@ test-fast: venv
 	$(BIN)/python -m pytest -m 'not integration'
 
 lint: venv
-	$(BIN)/ruff check brigade_crgw tests scripts bench
-	$(BIN)/ruff format --check brigade_crgw
-	$(BIN)/mypy brigade_crgw
+	$(BIN)/ruff check brigade_crgw devtools tests scripts bench
+	$(BIN)/ruff format --check brigade_crgw devtools
+	$(BIN)/mypy brigade_crgw devtools
 
 bench: venv
-	$(BIN)/python bench/run.py
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/run.py
 
 plane-up: venv
 	scripts/control-plane up

@@ -8,7 +8,7 @@ Each 200 means a build Secret exists, so this measures the whole path
 through the API server and etcd.  With ``--plane`` it also times a warm
 ``scripts/control-plane up`` from a stopped plane.
 
-    .venv/bin/python bench/run.py [--requests 400] [--concurrency 8] [--plane]
+    PYTHONPATH=. .venv/bin/python bench/run.py [--requests 400] [--concurrency 8] [--plane]
 """
 
 from __future__ import annotations
@@ -24,12 +24,10 @@ from pathlib import Path
 
 from kubernetes import client
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests import daemon  # noqa: E402
-from tests.conftest import load_controlplane  # noqa: E402
-from tests.factories import TOKEN, project_secret  # noqa: E402
+from devtools import ROOT
+from devtools import gateway as daemon
+from devtools.plane import Plane
+from devtools.projects import TOKEN, project_secret
 
 PAYLOAD = (ROOT / "tests" / "payloads" / "dockerhub" / "push-docs.json").read_bytes()
 
@@ -48,7 +46,7 @@ def main() -> int:
     parser.add_argument("--plane", action="store_true", help="also time a warm `up`")
     args = parser.parse_args()
 
-    cp = load_controlplane()
+    cp = Plane()
     if args.plane:
         cp.down(quiet=True)
         started = time.monotonic()
@@ -63,7 +61,7 @@ def main() -> int:
     core.create_namespaced_secret(ns, project_secret("bench/app"))
     tmp = Path(tempfile.mkdtemp(prefix="brigade-crgw-bench-"))
     kubeconfig = tmp / "gateway.kubeconfig"
-    cp.gateway_identity(api, ns, kubeconfig, 3600)
+    cp.gateway_identity(ns, kubeconfig, 3600)
     # The shipped defaults for the pool and timeouts, not the tests' small ones.
     gateway = daemon.start(
         tmp, ns, kubeconfig, {"kubernetes": {"threads": 8, "request_timeout": 10}}

@@ -20,10 +20,10 @@ from pathlib import Path
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import controlplane
+from brigade_crgw.brigade import project_id
+from devtools import ROOT
+from devtools.plane import DEFAULT_NAMESPACE, Plane, PlaneError
 
-ROOT = controlplane.ROOT
 PROJECT = "demo/hello"
 SCRIPT = """const { events } = require("brigadier");
 events.on("image_push", (e, p) => {
@@ -45,9 +45,6 @@ def configured_kubeconfig() -> str | None:
 
 def put_project(api: client.ApiClient, namespace: str, token: str) -> None:
     """Create or replace the demo project as `brig project create` would."""
-    sys.path.insert(0, str(ROOT))
-    from brigade_crgw.brigade import project_id
-
     values = {
         "repository": PROJECT,
         "cloneURL": "",
@@ -80,16 +77,14 @@ def main() -> int:
 
     kubeconfig = configured_kubeconfig()
     if kubeconfig is None:
+        plane = Plane()
         try:
-            controlplane.up()
-        except controlplane.PlaneError as e:
+            plane.up()
+        except PlaneError as e:
             print(f"make run: the local control plane did not start: {e}", file=sys.stderr)
             return 1
-        admin, gateway = (
-            str(controlplane.admin_kubeconfig()),
-            str(controlplane.gateway_kubeconfig()),
-        )
-        if args.namespace != controlplane.DEFAULT_NAMESPACE:
+        admin, gateway = str(plane.admin_kubeconfig), str(plane.gateway_kubeconfig)
+        if args.namespace != DEFAULT_NAMESPACE:
             print(
                 "make run: the local plane's gateway identity is for namespace default",
                 file=sys.stderr,

@@ -1,43 +1,31 @@
 """Fixtures for the tiers that need a real Kubernetes API server.
 
-The cluster is the local control plane (scripts/control-plane, started or
-reused through the same code), or the cluster whose admin kubeconfig is in
-$BRIGADE_CRGW_TEST_KUBECONFIG.  A plane that cannot start fails the tests
-that need it; it never turns into skips.
+The cluster is the local control plane (:class:`devtools.plane.Plane`, the
+same object ``scripts/control-plane`` drives, started or reused), or the
+cluster whose admin kubeconfig is in $BRIGADE_CRGW_TEST_KUBECONFIG.  A plane
+that cannot start fails the tests that need it; it never turns into skips.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import attr
 import pytest
 from kubernetes import client, config
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_controlplane() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "controlplane", ROOT / "scripts" / "controlplane.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from devtools.plane import Plane, PlaneError, gateway_identity
 
 
 @attr.s(frozen=True, auto_attribs=True)
-class Plane:
-    """A running cluster: the control-plane module and an admin client."""
+class Cluster:
+    """A running cluster: an admin client, and the local plane when it is the one."""
 
-    controlplane: ModuleType
+    local: Plane | None
     api: Any
 
     @property
@@ -52,30 +40,30 @@ class Namespace:
 
     name: str
     gateway_kubeconfig: Path
-    plane: Plane
+    plane: Cluster
 
 
 @pytest.fixture(scope="session")
-def plane() -> Plane:
+def plane() -> Cluster:
     """The admin's view of a real cluster."""
-    controlplane = load_controlplane()
     path = os.environ.get("BRIGADE_CRGW_TEST_KUBECONFIG")
-    if not path:
-        try:
-            controlplane.up()
-        except controlplane.PlaneError as e:
-            pytest.fail(f"the local control plane did not start: {e}", pytrace=False)
-        path = str(controlplane.admin_kubeconfig())
-    return Plane(controlplane, config.new_client_from_config(path))
+    if path:
+        return Cluster(None, config.new_client_from_config(path))
+    local = Plane()
+    try:
+        local.up()
+    except PlaneError as e:
+        pytest.fail(f"the local control plane did not start: {e}", pytrace=False)
+    return Cluster(local, local.admin_api())
 
 
 @pytest.fixture(scope="module")
-def namespace(plane: Plane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Namespace]:
+def namespace(plane: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Namespace]:
     """A namespace of this test module's own, and the gateway's identity in it."""
     name = f"crgw-test-{uuid.uuid4().hex[:10]}"
     plane.core.create_namespace({"metadata": {"name": name}})
     kubeconfig = tmp_path_factory.mktemp("kube") / "gateway.kubeconfig"
-    plane.controlplane.gateway_identity(plane.api, name, kubeconfig, 3600)
+    gateway_identity(plane.api, name, kubeconfig, 3600)
     yield Namespace(name, kubeconfig, plane)
     # Without a namespace controller (the local plane) this only marks it
     # Terminating; `scripts/control-plane down` removes everything.

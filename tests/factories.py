@@ -1,4 +1,5 @@
-"""Project Secrets as `brig project create` writes them, for tests."""
+"""Project Secrets as `brig project create` writes them (see
+:mod:`devtools.projects`), and what tests do with them."""
 
 from __future__ import annotations
 
@@ -6,36 +7,9 @@ import base64
 import json
 from typing import Any
 
-from brigade_crgw.brigade import project_id
+from devtools.projects import TOKEN, project_secret
 
-TOKEN = "s3cret-token-for-tests"
-
-
-def project_secret(
-    name: str = "acme/app", token: str | None = TOKEN, **data: str
-) -> dict[str, Any]:
-    """A project Secret for ``name``, with a gateway token unless ``token`` is None."""
-    values = {
-        "repository": name,
-        "cloneURL": f"https://github.com/{name}.git",
-        "defaultScript": "events.on('image_push', () => {})",
-        "sharedSecret": "shared-secret-never-logged",
-        "secrets": "{}",
-        **data,
-    }
-    if token is not None:
-        values["crGatewayToken"] = token
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "brigade.sh/project",
-        "metadata": {
-            "name": project_id(name),
-            "labels": {"app": "brigade", "heritage": "brigade", "component": "project"},
-            "annotations": {"projectName": name},
-        },
-        "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()},
-    }
+__all__ = ["TOKEN", "decoded", "fresh", "project_secret"]
 
 
 def decoded(secret: dict[str, Any]) -> dict[str, str]:

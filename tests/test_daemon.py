@@ -308,6 +308,7 @@ def plane_pid(namespace: Namespace) -> int:
     """The local plane's kube-apiserver process (this test needs the local plane)."""
     if os.environ.get("BRIGADE_CRGW_TEST_KUBECONFIG"):
         pytest.skip("stops the local kube-apiserver; not done to a shared cluster")
-    state = namespace.plane.controlplane.running()
+    assert namespace.plane.local is not None
+    state = namespace.plane.local.status()
     assert state is not None
-    return int(state["pids"]["kube-apiserver"])
+    return state.pids["kube-apiserver"]

@@ -13,20 +13,21 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Plane
+from .conftest import Cluster
 from .daemon import ROOT, free_port
 
 pytestmark = pytest.mark.integration
 
 
-def test_printed_curl_makes_a_build(plane: Plane, tmp_path: Path) -> None:
+def test_printed_curl_makes_a_build(plane: Cluster, tmp_path: Path) -> None:
     """With no cluster configured, scripts/demo.py (what `make run` runs)
     uses the local plane, prints a curl, serves; the curl gets a build name
     and that build Secret exists."""
     port = free_port()
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "BRIGADE_NAMESPACE")}
-    env.update(HOME=str(tmp_path), XDG_CACHE_HOME=cache)
+    # `make run` puts the working tree on PYTHONPATH (devtools, brigade_crgw).
+    env.update(HOME=str(tmp_path), XDG_CACHE_HOME=cache, PYTHONPATH=str(ROOT))
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "scripts" / "demo.py"), "--port", str(port)],
         cwd=ROOT,

@@ -1,0 +1,150 @@
+"""The real gateway process, for the integration tier and the bench:
+``twistd -n brigade-crgw`` started from this working tree, spoken to over
+real HTTP."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import attr
+
+from devtools import ROOT
+from devtools.plane.processes import free_port
+
+TWISTD = Path(sys.executable).parent / "twistd"
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@attr.s(auto_attribs=True)
+class Daemon:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> Answer:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return Answer(
+                response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+            )
+        finally:
+            connection.close()
+
+    def post(
+        self,
+        path: str,
+        body: bytes | dict[str, Any],
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Answer:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return self.request(
+            "POST", path, raw, {"Content-Type": "application/json", **(headers or {})}, **kwargs
+        )
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 40.0) -> int:
+        """SIGTERM, as systemd and Kubernetes stop it; the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def start(
+    tmp: Path,
+    namespace: str,
+    kubeconfig: Path,
+    settings: dict[str, dict[str, object]] | None = None,
+    timeout: float = 30.0,
+) -> Daemon:
+    """Start the gateway on a free loopback port and wait until it answers.
+
+    :param settings: ini values by section, over the test defaults.
+    """
+    port = free_port()
+    sections: dict[str, dict[str, object]] = {
+        "server": {"listen": f"tcp:{port}:interface=127.0.0.1", "read_timeout": 5},
+        "kubernetes": {
+            "namespace": namespace,
+            "kubeconfig": kubeconfig,
+            "request_timeout": 3,
+            "threads": 4,
+        },
+    }
+    for section, values in (settings or {}).items():
+        sections.setdefault(section, {}).update(values)
+    config = tmp / f"gateway-{port}.ini"
+    config.write_text(
+        "".join(
+            f"[{name}]\n" + "".join(f"{key} = {value}\n" for key, value in values.items())
+            for name, values in sections.items()
+        )
+    )
+    log_path = tmp / f"gateway-{port}.log"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("BRIGADE_NAMESPACE", None)
+    process = subprocess.Popen(
+        [
+            str(TWISTD),
+            "--nodaemon",
+            "--pidfile=",
+            f"--logfile={log_path}",
+            "brigade-crgw",
+            "--config",
+            str(config),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    daemon = Daemon(process, port, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+            log = log_path.read_text(errors="replace") if log_path.exists() else ""
+            raise RuntimeError(f"the gateway exited with {process.returncode}:\n{output}\n{log}")
+        try:
+            if daemon.request("GET", "/healthz", timeout=1).status == 200:
+                return daemon
+        except OSError:
+            time.sleep(0.1)
+    daemon.stop()
+    raise RuntimeError(f"the gateway did not answer within {timeout}s:\n{daemon.log()}")
