@@ -12,6 +12,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from devtools import ROOT
 from devtools.plane import Plane, PlaneError, build_go_binary
 
 from .conftest import Namespace
@@ -114,3 +115,38 @@ def test_build_go_binary_builds_once(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert binary.stat().st_mtime_ns == built
     with pytest.raises(PlaneError, match="Go toolchain"):
         build_go_binary(*args[:3], "other")
+
+
+@pytest.mark.integration
+def test_command_up_status_env_down(tmp_path: Path) -> None:
+    """scripts/control-plane drives the plane in $BRIGADE_CRGW_PLANE_DIR:
+    up starts it, status reports it (exit 0), env points kubectl at its
+    admin kubeconfig, down stops it, and status then says so (exit 1)."""
+    state_dir = tmp_path / "plane"
+    env = dict(os.environ, BRIGADE_CRGW_PLANE_DIR=str(state_dir))
+
+    def command(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(ROOT / "scripts" / "control-plane"), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    try:
+        up = command("up")
+        assert up.returncode == 0, up.stderr
+        assert f"admin:   {state_dir / 'admin.kubeconfig'}" in up.stderr
+        status = command("status")
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.startswith("running: kube-apiserver https://127.0.0.1:")
+        assert status.stdout.rstrip().endswith(f"state in {state_dir}")
+        assert f"export KUBECONFIG={state_dir / 'admin.kubeconfig'}\n" in command("env").stdout
+    finally:
+        down = command("down")
+    assert down.returncode == 0, down.stderr
+    assert not state_dir.exists()
+    after = command("status")
+    assert (after.returncode, after.stdout) == (1, "not running\n")
+    assert command("nonsense").returncode == 2

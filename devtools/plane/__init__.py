@@ -15,6 +15,7 @@ use the same object, so tests and people start the plane through one code path.
 - :mod:`.processes`: spawning, watching and stopping the processes;
 - :mod:`.identity`: kubeconfigs, RBAC and the gateway's token;
 - :mod:`.lifecycle`: :class:`Plane`, up / status / down.
+- :mod:`.cli`: the command; :mod:`.errors`: ``PlaneError`` and progress lines.
 """
 
 from .build import KUBERNETES_VERSION, build_go_binary, build_kubernetes
