@@ -141,5 +141,5 @@ def test_real_store_reuses_its_connections(namespace: Namespace) -> None:
     for tag in ("a", "b", "c"):
         assert store.create_build(_build(project, tag)) is True
         assert store.get_project("brigade-no-such-project") is None
-    pools = list(api.rest_client.pool_manager.pools.values())
-    assert [pool.num_connections for pool in pools] == [1]
+    pools = api.rest_client.pool_manager.pools
+    assert [pools[key].num_connections for key in pools.keys()] == [1]
