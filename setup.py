@@ -11,7 +11,7 @@ setup(
     packages=["brigade_crgw", "brigade_crgw.registries", "twisted.plugins"],
     package_data={"twisted": ["plugins/brigade_crgw_plugin.py"]},
     install_requires=[
-        "twisted>=24.7",
+        "twisted[tls]>=24.7",  # [tls]: pyOpenSSL and service_identity, for listen = ssl:…
         "klein>=24.8",
         "treq>=24.9",
         "attrs>=23.1",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import sys
 from functools import partial
 from typing import Any
 
@@ -17,7 +19,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -35,6 +37,30 @@ from .web import Gateway
 log = Logger()
 # How long shutdown waits for webhooks in flight before stopping anyway.
 DRAIN_SECONDS = 30.0
+# The exit code of a configuration error (EX_CONFIG in sysexits.h): the
+# systemd unit does not restart on it (RestartPreventExitStatus=), since the
+# same configuration would fail again.
+EXIT_CONFIG = 78
+
+
+class ConfigurationError(usage.UsageError):
+    """The ini, an override or the kubeconfig is unusable."""
+
+
+def _check_adopted(endpoint: object, listen: str) -> None:
+    """A socket passed by systemd must be of the family ``listen`` names:
+    Twisted trusts ``domain=``, and an IPv6 socket read as IPv4 gives
+    garbage peer addresses."""
+    if not isinstance(endpoint, AdoptedStreamServerEndpoint):
+        return
+    expected = endpoint.addressFamily
+    with socket.socket(fileno=os.dup(endpoint.fileno)) as passed:
+        actual = passed.family
+    if actual != expected:
+        raise ConfigurationError(
+            f"[server] listen: {listen!r} says domain={socket.AddressFamily(expected).name[3:]}"
+            f" but systemd passed an {actual.name} socket; use domain={actual.name[3:]}"
+        )
 
 
 class Options(usage.Options):
@@ -50,6 +76,17 @@ class Options(usage.Options):
         ["kubeconfig", None, None, "Override [kubernetes] kubeconfig."],
     ]
 
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        try:
+            super().parseOptions(options)
+        except ConfigurationError as e:
+            if self.parent is None:
+                raise  # not under twistd or twist: the caller handles it
+            # twistd would print the whole usage text and exit 1; a
+            # configuration error is one line and its own exit code.
+            print(f"brigade-crgw: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_CONFIG) from None
+
     def postOptions(self) -> None:
         try:
             if self["config"]:
@@ -58,17 +95,22 @@ class Options(usage.Options):
                 config = Config.from_string("")
             overrides = {k: self[k] for k in ("listen", "namespace", "kubeconfig") if self[k]}
             config = config.replace(**overrides)
-            serverFromString(reactor, config.listen)
+            endpoint = serverFromString(reactor, config.listen)
         except ConfigError as e:
-            raise usage.UsageError(str(e)) from None
+            raise ConfigurationError(str(e)) from None
+        except IndexError:
+            raise ConfigurationError(
+                f"[server] listen: {config.listen!r}: systemd passed no socket at that index"
+            ) from None
         except (ValueError, KeyError, TypeError) as e:
-            raise usage.UsageError(
+            raise ConfigurationError(
                 f"[server] listen: {config.listen!r} is not an endpoint: {e}"
             ) from None
+        _check_adopted(endpoint, config.listen)
         try:
             api = load_api_client(config.kubeconfig, config.context, config.threads)
         except StoreConfigError as e:
-            raise usage.UsageError(str(e)) from None
+            raise ConfigurationError(str(e)) from None
         self["parsed"] = config
         self["api"] = api
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from twisted.python import usage
 
-from brigade_crgw.tap import Options
+from brigade_crgw.tap import EXIT_CONFIG, Options
 
 from .daemon import ROOT, TWISTD
 
@@ -37,14 +37,16 @@ def _twistd(
     ],
 )
 def test_bad_config_is_one_line(tmp_path: Path, ini: str, message: str) -> None:
-    """A bad ini ends twistd with a non-zero exit and one line naming the
-    problem, without a traceback."""
+    """A bad ini ends twistd with exit status 78 (which the systemd unit does
+    not restart on) and one line naming the problem: no traceback, no usage."""
     config = tmp_path / "bad.ini"
     config.write_text(ini)
     result = _twistd("--config", str(config))
-    assert result.returncode != 0
-    assert message in result.stdout + result.stderr
-    assert "Traceback" not in result.stdout + result.stderr
+    assert result.returncode == EXIT_CONFIG == 78
+    assert result.stdout == ""
+    assert result.stderr.startswith("brigade-crgw: ")
+    assert result.stderr.count("\n") == 1
+    assert message in result.stderr
 
 
 def test_missing_config_file(tmp_path: Path) -> None:

@@ -1,0 +1,426 @@
+"""The unit as shipped, under a real systemd: a Debian machine booted with
+``systemd-nspawn``, the project installed by the README's own commands (run
+from the README's text), against the real API server on loopback.
+
+The machine shares the host's network, so the gateway inside listens on
+127.0.0.1 (or ::1) and reaches kube-apiserver through a loopback proxy that
+a test can hold.  One machine serves the whole module; each test sets the
+configuration it needs first.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attr
+import pytest
+
+from brigade_crgw.brigade import project_id
+from devtools import rootfs
+
+from . import machine as machines
+from .conftest import Namespace, Plane
+from .daemon import ROOT, Answer, free_port
+from .factories import decoded, fresh, project_secret
+from .outage import FORWARD, HANG, Proxy, proxied_kubeconfig
+
+pytestmark = [pytest.mark.integration, pytest.mark.systemd]
+
+README = (ROOT / "README.rst").read_text()
+DOCKERHUB = (ROOT / "tests" / "payloads" / "dockerhub" / "push-docs.json").read_bytes()
+UNIT = "brigade-crgw.service"
+INI = "/etc/brigade-crgw/brigade-crgw.ini"
+INSTALL = "/root/brigade-crgw-install"  # where the test's files appear inside
+WEBHOOK = "/events/webhook/acme/app"
+
+
+def readme_block(name: str) -> str:
+    """The literal block that follows ``.. systemd-test: <name>`` in the README."""
+    marker = README.index(f"\n.. systemd-test: {name}\n")
+    start = README.index("::\n\n", marker) + 4
+    lines = []
+    for line in README[start:].splitlines():
+        if line and not line.startswith(" "):
+            break
+        lines.append(line)
+    return textwrap.dedent("\n".join(lines)).strip() + "\n"
+
+
+def run_host(script: str, cwd: Path, env: dict[str, str]) -> str:
+    """Run a README block on the host with bash, as an operator would."""
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, f"{script}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@attr.s(auto_attribs=True)
+class Site:
+    """The booted machine with the gateway installed, and what the tests need around it."""
+
+    machine: machines.Machine
+    proxy: Proxy
+    files: Path
+    namespace: Namespace
+    token: str
+    port: int = 0
+
+    def ini(self, listen: str, **server: Any) -> str:
+        lines = [f"listen = {listen}", *(f"{k} = {v}" for k, v in server.items())]
+        return (
+            "[server]\n" + "\n".join(lines) + "\n"
+            f"[kubernetes]\nnamespace = {self.namespace.name}\nrequest_timeout = 15\n"
+        )
+
+    def configure(self, ini: str, restart: bool = True) -> str:
+        """Install ``ini`` as the README does; restart the unit; a journal
+        cursor from before the restart."""
+        (self.files / "brigade-crgw.ini").write_text(ini)
+        cursor = self.machine.cursor()
+        self.machine.run(f"install -m 0600 brigade-crgw.ini {INI}", cwd=INSTALL)
+        if restart:
+            self.machine.run(f"systemctl daemon-reload && systemctl restart {UNIT}")
+        return cursor
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
+        context: ssl.SSLContext | None = None,
+        timeout: float = 30,
+    ) -> Answer:
+        connection: http.client.HTTPConnection
+        if context is not None:
+            connection = http.client.HTTPSConnection(
+                host, self.port, timeout=timeout, context=context
+            )
+        else:
+            connection = http.client.HTTPConnection(host, self.port, timeout=timeout)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return Answer(
+                response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+            )
+        finally:
+            connection.close()
+
+    def webhook(self, n: int, **kwargs: Any) -> Answer:
+        """A fresh Docker Hub push for acme/app, with the project's token."""
+        return self.request(
+            "POST",
+            f"{WEBHOOK}?token={self.token}",
+            fresh(DOCKERHUB, n),
+            {"Content-Type": "application/json"},
+            **kwargs,
+        )
+
+    def wait_ready(self, **kwargs: Any) -> None:
+        """Until /healthz answers; fails at once if the unit fails."""
+
+        def ready() -> bool:
+            state = self.machine.show(UNIT, "ActiveState")["ActiveState"]
+            if state == "failed":
+                pytest.fail(f"{UNIT} failed:\n{self.machine.journal(UNIT)[-3000:]}")
+            try:
+                return self.request("GET", "/healthz", timeout=2, **kwargs).status == 200
+            except OSError:
+                return False
+
+        machines.wait_for(ready, timeout=60)
+
+    def builds(self) -> set[str]:
+        core = self.namespace.plane.core
+        found = core.list_namespaced_secret(self.namespace.name, label_selector="component=build")
+        return {s.metadata.name for s in found.items}
+
+
+def admin_kubeconfig(plane: Plane) -> Path:
+    return Path(
+        os.environ.get("BRIGADE_CRGW_TEST_KUBECONFIG") or plane.controlplane.admin_kubeconfig()
+    )
+
+
+@pytest.fixture(scope="module")
+def site(
+    plane: Plane, namespace: Namespace, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
+    """The README's steps 1 to 4 on the host and in a booted machine, with
+    the unit started and answering on a loopback port."""
+    for tool in ("systemd-nspawn", "nsenter", "kubectl", "openssl"):
+        if not shutil.which(tool):
+            pytest.fail(f"{tool} is needed (see .ci/run)", pytrace=False)
+    try:
+        tree, wheels = rootfs.rootfs(), rootfs.wheels()
+    except rootfs.RootfsError as e:
+        pytest.fail(f"the rootfs could not be built: {e}", pytrace=False)
+    work = tmp_path_factory.mktemp("systemd")
+    files = work / "files"
+    files.mkdir()
+    proxy = Proxy(plane.api.configuration.host)
+    machine = None
+    try:
+        admin = proxied_kubeconfig(
+            admin_kubeconfig(plane), plane.api.configuration.host, proxy, work / "admin.kubeconfig"
+        )
+        (files / "brigade-crgw").symlink_to(ROOT)
+        env = {
+            "NS": namespace.name,
+            "KUBECONFIG": str(admin),
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            # The wheels come from the cache; the README's pip command stays as it is.
+            "PIP_NO_INDEX": "1",
+            "PIP_FIND_LINKS": str(wheels),
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        }
+        run_host(readme_block("kubeconfig"), files, env)
+        assert (files / "gateway.kubeconfig").stat().st_mode & 0o777 == 0o600
+        run_host(readme_block("wheels"), files, env)
+        (files / "brigade-crgw").unlink()  # the machine needs only the copies
+
+        core = plane.core
+        core.create_namespaced_secret(namespace.name, project_secret("acme/app", token=None))
+        run_host(readme_block("project-token"), files, {**env, "PROJECT": project_id("acme/app")})
+        secret = core.read_namespaced_secret(project_id("acme/app"), namespace.name)
+        token = decoded(secret.to_dict())["crGatewayToken"]
+
+        machine = machines.boot(tree, work / "console.log", {files: INSTALL})
+        site = Site(machine, proxy, files, namespace, token, free_port())
+        (files / "brigade-crgw.ini").write_text(site.ini(f"tcp:{site.port}:interface=127.0.0.1"))
+        machine.run(readme_block("install"), cwd=INSTALL, timeout=300)
+        site.wait_ready()
+        yield site
+    except machines.MachineError as e:
+        pytest.fail(str(e), pytrace=False)
+    finally:
+        if machine is not None:
+            machine.shutdown()
+        proxy.close()
+
+
+def test_webhook_makes_a_build(site: Site) -> None:
+    """Installed as the README says and started by systemd with root-only
+    (0600) files, the gateway turns a webhook into a build Secret, and its
+    start logs no plugin-cache write."""
+    modes = site.machine.run(f"stat -c '%a %U' {INI} /etc/brigade-crgw/kubeconfig").stdout
+    assert modes.split() == ["600", "root", "600", "root"]
+    user = site.machine.run(f"ps -o user= -p $(systemctl show -P MainPID {UNIT})").stdout
+    assert user.strip() not in ("", "root")
+    before = site.builds()
+    answer = site.webhook(1)
+    assert answer.status == 200, answer.body
+    assert set(answer.json()["builds"]) == site.builds() - before != set()
+    journal = site.machine.journal(UNIT)
+    assert "plugin cache" not in journal, journal
+    assert "POST /events/webhook/acme/app?token=REDACTED" in journal
+
+
+def test_stop_drains_and_succeeds(site: Site) -> None:
+    """``systemctl stop`` with a webhook waiting on Kubernetes: the port
+    closes at once, the webhook still gets its 200 and build, and the unit
+    ends with status 0 and result success."""
+    site.configure(site.ini(f"tcp:{site.port}:interface=127.0.0.1"))
+    site.wait_ready()
+    before = site.builds()
+    site.proxy.set(HANG)
+    result: dict[str, Any] = {}
+    sender = threading.Thread(target=lambda: result.update(answer=site.webhook(2)))
+    try:
+        sender.start()
+        time.sleep(1.5)  # the webhook now waits on the held Kubernetes call
+        stop = subprocess.Popen(
+            ["nsenter", f"--target={site.machine.leader}", "--all", "systemctl", "stop", UNIT]
+        )
+        time.sleep(1.0)
+        with pytest.raises(OSError):
+            site.request("GET", "/healthz", timeout=2)
+        assert stop.poll() is None, "the stop did not wait for the webhook"
+    finally:
+        site.proxy.set(FORWARD)
+    assert stop.wait(30) == 0
+    sender.join(30)
+    answer = result["answer"]
+    assert answer.status == 200, answer.body
+    assert set(answer.json()["builds"]) == site.builds() - before != set()
+    shown = site.machine.show(UNIT, "Result", "ExecMainStatus", "ExecMainCode", "ActiveState")
+    assert shown == {
+        "Result": "success",
+        "ExecMainStatus": "0",
+        "ExecMainCode": "1",  # CLD_EXITED: it exited, no signal killed it
+        "ActiveState": "inactive",
+    }
+
+
+def _fails_once(site: Site, cursor: str, status: str) -> str:
+    """Waits for the unit to fail, then two restart intervals more; asserts
+    it never restarted; its journal since ``cursor``."""
+    machines.wait_for(lambda: site.machine.show(UNIT, "ActiveState")["ActiveState"] == "failed")
+    time.sleep(5)  # RestartSec=2: a restart would have happened by now
+    shown = site.machine.show(UNIT, "ActiveState", "NRestarts", "ExecMainStatus")
+    assert shown == {"ActiveState": "failed", "NRestarts": "0", "ExecMainStatus": status}
+    return site.machine.journal(UNIT, since=cursor)
+
+
+def test_bad_ini_fails_once(site: Site) -> None:
+    """A bad ini ends the gateway with exit status 78 and one line naming the
+    problem (no usage text, no traceback), and systemd does not restart it."""
+    cursor = site.configure("[server]\nlisten = tcp:1\nport = 7744\n")
+    journal = _fails_once(site, cursor, "78")
+    assert journal.count("unknown key 'port' in [server]") == 1, journal
+    assert "Usage:" not in journal and "Traceback" not in journal, journal
+
+
+def test_missing_kubeconfig_fails_once(site: Site) -> None:
+    """Without its kubeconfig file the unit fails once (243, the credential
+    is missing), without a restart loop."""
+    site.configure(site.ini(f"tcp:{site.port}:interface=127.0.0.1"), restart=False)
+    site.machine.run("mv /etc/brigade-crgw/kubeconfig /etc/brigade-crgw/kubeconfig.away")
+    try:
+        cursor = site.machine.cursor()
+        site.machine.run(f"systemctl restart {UNIT} || true")
+        _fails_once(site, cursor, "243")
+    finally:
+        site.machine.run("mv /etc/brigade-crgw/kubeconfig.away /etc/brigade-crgw/kubeconfig")
+
+
+def _tls_files(directory: Path) -> Path:
+    """A test CA, and a PEM (key and certificate) for 127.0.0.1 signed by it."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=crgw test CA",
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    )
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    )
+    pem = directory / "tls.pem"
+    pem.write_bytes(
+        (directory / "server.key").read_bytes() + (directory / "server.crt").read_bytes()
+    )
+    return directory / "ca.crt"
+
+
+def test_tls(site: Site, tmp_path: Path) -> None:
+    """With ``listen = ssl:…`` and the key handed over as a credential, as
+    the README says, a webhook over verified TLS makes a build."""
+    ca = _tls_files(tmp_path)
+    shutil.copy(tmp_path / "tls.pem", site.files / "tls.pem")
+    pem = "/run/credentials/brigade-crgw.service/tls.pem"
+    listen = f"ssl:{site.port}:interface=127.0.0.1:privateKey={pem}"
+    assert f"privateKey={pem}" in README
+    site.configure(site.ini(listen), restart=False)
+    try:
+        site.machine.run(readme_block("tls"), cwd=INSTALL)
+        context = ssl.create_default_context(cafile=str(ca))
+        site.wait_ready(context=context)
+        before = site.builds()
+        answer = site.webhook(3, context=context)
+        assert answer.status == 200, answer.body
+        assert set(answer.json()["builds"]) == site.builds() - before != set()
+        journal = site.machine.journal(UNIT)
+        assert "MemoryError" not in journal, journal
+    finally:
+        site.machine.run(
+            "rm -rf /etc/systemd/system/brigade-crgw.service.d && systemctl daemon-reload"
+        )
+
+
+def test_socket_activation(site: Site) -> None:
+    """Started by its socket (an IPv6 one, on ::1) with ``listen =
+    systemd:domain=INET6:index=0``, the gateway makes a build and the access
+    log shows the real peer; ``domain=INET`` on that socket is refused as a
+    configuration error."""
+    socket_unit = "brigade-crgw.socket"
+    site.machine.write(
+        f"/etc/systemd/system/{socket_unit}.d/loopback.conf",
+        f"[Socket]\nListenStream=\nListenStream=[::1]:{site.port}\n",
+        mode="0644",
+    )
+    site.configure(site.ini("systemd:domain=INET6:index=0"), restart=False)
+    try:
+        cursor = site.machine.cursor()
+        site.machine.run(readme_block("socket"), cwd=INSTALL)
+        before = site.builds()
+        answer = site.webhook(4, host="::1")
+        assert answer.status == 200, answer.body
+        assert set(answer.json()["builds"]) == site.builds() - before != set()
+        journal = site.machine.journal(UNIT, since=cursor)
+        access = [line for line in journal.splitlines() if "POST /events/webhook" in line]
+        assert access and all('"::1" - - [' in line for line in access), journal
+
+        # Started by hand, the service still gets the socket's descriptor.
+        site.machine.run(f"systemctl stop {UNIT}")
+        cursor = site.configure(site.ini("systemd:domain=INET:index=0"), restart=False)
+        site.machine.run(f"systemctl start {UNIT}")
+        journal = _fails_once(site, cursor, "78")
+        assert "use domain=INET6" in journal, journal
+    finally:
+        site.machine.run(
+            f"systemctl disable --now {socket_unit}; systemctl stop {UNIT};"
+            f" systemctl reset-failed {UNIT}"
+        )
