@@ -30,7 +30,7 @@ from brigade_crgw.brigade import project_id
 from devtools import rootfs
 
 from . import machine as machines
-from .conftest import Namespace, Plane
+from .conftest import Cluster, Namespace
 from .daemon import ROOT, Answer, free_port
 from .factories import decoded, fresh, project_secret
 from .outage import FORWARD, HANG, Proxy, proxied_kubeconfig
@@ -155,15 +155,15 @@ class Site:
         return {s.metadata.name for s in found.items}
 
 
-def admin_kubeconfig(plane: Plane) -> Path:
-    return Path(
-        os.environ.get("BRIGADE_CRGW_TEST_KUBECONFIG") or plane.controlplane.admin_kubeconfig()
-    )
+def admin_kubeconfig(plane: Cluster) -> Path:
+    if plane.local is not None:
+        return plane.local.admin_kubeconfig
+    return Path(os.environ["BRIGADE_CRGW_TEST_KUBECONFIG"])
 
 
 @pytest.fixture(scope="module")
 def site(
-    plane: Plane, namespace: Namespace, tmp_path_factory: pytest.TempPathFactory
+    plane: Cluster, namespace: Namespace, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Site]:
     """The README's steps 1 to 4 on the host and in a booted machine, with
     the unit started and answering on a loopback port."""
