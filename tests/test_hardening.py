@@ -23,11 +23,11 @@ from brigade_crgw.brigade import project_id
 from . import daemon as gateway_process
 from .conftest import Namespace
 from .factories import TOKEN, fresh, project_secret
+from .helpers import body as payload_body
 from .outage import FORWARD, HANG, Proxy, proxied_kubeconfig
 
 pytestmark = pytest.mark.integration
-PAYLOADS = Path(__file__).resolve().parent / "payloads"
-DOCKERHUB = (PAYLOADS / "dockerhub" / "push-docs.json").read_bytes()
+DOCKERHUB = payload_body("dockerhub/push-docs.json")
 GOOD = "/events/webhook/acme/app"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 MAX_BODY = 4096
