@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := setup.py $(shell find brigade_crgw twisted -name '*.py' 2>/dev/null)
 
-.PHONY: venv run test test-fast lint bench plane-up plane-down clean
+.PHONY: venv run test test-fast lint bench plane-up plane-down image helm clean
 
 venv: $(VENV)/.installed
 
@@ -39,6 +39,14 @@ lint: venv
 
 bench: venv
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/run.py
+
+# The OCI image, without pulling anything (root; mmdebstrap and buildah).
+image: venv
+	$(BIN)/python -m devtools.image
+
+# helm, built from its Go module once and cached.
+helm:
+	$(PYTHON) -m devtools.helm
 
 plane-up: venv
 	scripts/control-plane up

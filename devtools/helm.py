@@ -1,0 +1,43 @@
+"""Helm, built from its Go module at a pinned version and cached per machine.
+
+The chart tests run the real ``helm``; like kube-apiserver it is built once
+with this machine's Go (``helm.sh/helm/v3/cmd/helm``, through
+:func:`devtools.plane.build_go_binary`) and kept under
+``~/.cache/brigade-crgw/helm-<version>/bin``.  ``python -m devtools.helm``
+builds it (if needed) and prints its path.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .plane import PlaneError, build_go_binary
+
+HELM_VERSION = "v3.22.0"
+MODULE = "helm.sh/helm/v3"
+
+
+def build() -> Path:
+    """Build helm with this machine's Go, unless it is cached; its path."""
+    # What helm's own Makefile stamps in, so `helm version` tells the truth.
+    return build_go_binary(
+        MODULE,
+        HELM_VERSION,
+        f"{MODULE}/cmd/helm",
+        "helm",
+        ldflags=f"-X {MODULE}/internal/version.version={HELM_VERSION}",
+    )
+
+
+def main() -> int:
+    try:
+        print(build())
+    except PlaneError as e:
+        print(f"helm: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
