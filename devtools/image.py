@@ -125,7 +125,7 @@ def _run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[st
     if result.returncode != 0:
         detail = f": {result.stderr.strip()}" if isinstance(result.stderr, str) else ""
         raise ImageError(f"{command[0]} failed with exit code {result.returncode}{detail}")
-    return result  # type: ignore[no-any-return]
+    return result
 
 
 def rootfs() -> Path:
@@ -333,7 +333,7 @@ def inspect(name: str) -> dict[str, object] | None:
     result = subprocess.run(["podman", "image", "inspect", name], capture_output=True, text=True)
     if result.returncode != 0:
         return None
-    return json.loads(result.stdout)[0]  # type: ignore[no-any-return]
+    return json.loads(result.stdout)[0]
 
 
 def current(name: str) -> bool:

@@ -19,7 +19,8 @@ import pytest
 from devtools import image
 
 from . import daemon as gateway_process
-from .conftest import ROOT, Namespace
+from .conftest import Namespace
+from .daemon import ROOT
 from .factories import TOKEN, fresh, project_secret
 from .outage import FORWARD, HANG, Proxy, proxied_kubeconfig
 from .test_daemon import BEARER, DOCKERHUB, builds
