@@ -45,8 +45,8 @@ image: venv
 	$(BIN)/python -m devtools.image
 
 # helm, built from its Go module once and cached.
-helm:
-	$(PYTHON) -m devtools.helm
+helm: venv
+	$(BIN)/python -m devtools.helm
 
 plane-up: venv
 	scripts/control-plane up
