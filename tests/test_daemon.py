@@ -19,12 +19,12 @@ from brigade_crgw.brigade import project_id
 from . import daemon as gateway_process
 from .conftest import Namespace
 from .factories import TOKEN, decoded, fresh, project_secret
+from .helpers import URL_FORMS, body, builds
 from .outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
 
 pytestmark = pytest.mark.integration
-PAYLOADS = Path(__file__).resolve().parent / "payloads"
-DOCKERHUB = (PAYLOADS / "dockerhub" / "push-docs.json").read_bytes()
-ACR_PUSH = (PAYLOADS / "acr" / "push.json").read_bytes()
+DOCKERHUB = body("dockerhub/push-docs.json")
+ACR_PUSH = body("acr/push.json")
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -44,24 +44,6 @@ def gateway(
     )
     yield process
     process.stop()
-
-
-def builds(ns: Namespace) -> dict[str, dict[str, Any]]:
-    """Every build Secret in the namespace, as the admin sees it."""
-    secrets = ns.plane.core.list_namespaced_secret(ns.name, label_selector="component=build")
-    return {s.metadata.name: ns.plane.api.sanitize_for_serialization(s) for s in secrets.items}
-
-
-URL_FORMS = {
-    "/events/dockerhub/acme/app/feature/x": "feature/x",
-    "/events/dockerhub/acme/app": "",
-    "/events/dockerhub/acme/app?commit=v2": "v2",
-    f"/events/webhook/{project_id('acme/app')}": "",
-    f"/events/webhook/{project_id('acme/app')}?commit=main": "main",
-    "/events/webhook/acme/app": "",
-    "/events/webhook/acme/app/abc123": "abc123",
-    "/events/webhook/acme/app?commit=release/1.0": "release/1.0",
-}
 
 
 @pytest.mark.parametrize("payload", ["dockerhub", "acr"])

@@ -4,7 +4,6 @@ in-memory store."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,10 +13,10 @@ from brigade_crgw.config import Config
 from brigade_crgw.deliver import Pipeline, Refusal, Target, Trace, Webhook
 
 from .factories import TOKEN, decoded, project_secret
+from .helpers import body
 from .memory import MemoryStore
 
-PAYLOADS = Path(__file__).resolve().parent / "payloads"
-ACR_PUSH = (PAYLOADS / "acr" / "push.json").read_bytes()
+ACR_PUSH = body("acr/push.json")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ in-memory store and a synchronous runner."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import attr
@@ -23,11 +22,11 @@ from brigade_crgw.server import InFlight
 from brigade_crgw.web import Gateway, parse_target
 
 from .factories import TOKEN, decoded, fresh, project_secret
+from .helpers import URL_FORMS, body
 from .memory import MemoryStore
 
-PAYLOADS = Path(__file__).resolve().parent / "payloads"
-DOCKERHUB = (PAYLOADS / "dockerhub" / "push-docs.json").read_bytes()
-ACR_PUSH = (PAYLOADS / "acr" / "push.json").read_bytes()
+DOCKERHUB = body("dockerhub/push-docs.json")
+ACR_PUSH = body("acr/push.json")
 ACR_PING = b'{"action": "ping"}'
 JSON = {"Content-Type": "application/json"}
 
@@ -94,17 +93,7 @@ class WebTests(SynchronousTestCase):
     def test_every_url_form_makes_one_build(self) -> None:
         """Each URL form users have configured makes exactly one build with its commit."""
         pid = project_id("acme/app")
-        forms = {
-            "/events/dockerhub/acme/app/feature/x": "feature/x",
-            "/events/dockerhub/acme/app": "",
-            "/events/dockerhub/acme/app?commit=v2": "v2",
-            f"/events/webhook/{pid}": "",
-            f"/events/webhook/{pid}?commit=main": "main",
-            "/events/webhook/acme/app": "",
-            "/events/webhook/acme/app/abc123": "abc123",
-            "/events/webhook/acme/app?commit=release/1.0": "release/1.0",
-        }
-        for n, (url, commit) in enumerate(forms.items()):
+        for n, (url, commit) in enumerate(URL_FORMS.items()):
             before = len(self.store.builds())
             sent = fresh(DOCKERHUB, n)
             reply = self.post(url, sent)
@@ -188,14 +177,14 @@ class WebTests(SynchronousTestCase):
             reply = self.post("/events/webhook/acme/app", headers={"Content-Type": content_type})
             self.assertEqual(reply.code, 415, content_type)
             self.assertEqual(reply.json()["status"], "unsupported media type")
-        distribution = (PAYLOADS / "distribution" / "push-envelope-docs.json").read_bytes()
-        for content_type, body in (
+        distribution = body("distribution/push-envelope-docs.json")
+        for content_type, sent in (
             ("application/json; charset=utf-8", DOCKERHUB),
             ("application/vnd.docker.distribution.events.v2+json", distribution),
             ("APPLICATION/JSON", fresh(DOCKERHUB, 1)),
         ):
             reply = self.post(
-                "/events/webhook/acme/app", body, headers={"Content-Type": content_type}
+                "/events/webhook/acme/app", sent, headers={"Content-Type": content_type}
             )
             self.assertEqual(reply.code, 200, (content_type, reply.body))
 
