@@ -36,11 +36,15 @@ class InFlight:
     A webhook counts from the moment it is taken until its work is over and
     its answer was handed to the connection, whichever is later: a sender
     that hangs up does not free a slot while its builds are still being made.
+    Requests still arriving (their first line read, not yet their whole
+    body) are not bounded here, but shutdown waits for them too, so that a
+    body half received at SIGTERM is still read and answered.
     """
 
     limit: int
     clock: IReactorTime
     count: int = 0
+    arriving: int = 0
     _waiting: list[Deferred[None]] = attr.ib(factory=list)
 
     def enter(self) -> None:
@@ -54,8 +58,22 @@ class InFlight:
 
     def leave(self) -> None:
         self.count -= 1
-        if self.count == 0 and self._waiting:
+        if self.idle and self._waiting:
             self._release_soon()
+
+    def arrive(self) -> None:
+        """A request began to arrive."""
+        self.arriving += 1
+
+    def arrived(self) -> None:
+        """That request is complete (and handed on), refused or gone."""
+        self.arriving -= 1
+        if self.idle and self._waiting:
+            self._release_soon()
+
+    @property
+    def idle(self) -> bool:
+        return self.count == 0 and self.arriving == 0
 
     def _release_soon(self) -> None:
         # A finished answer may still sit in its connection's buffer, and
@@ -64,17 +82,17 @@ class InFlight:
         self.clock.callLater(FLUSH_SECONDS, self._release)
 
     def _release(self) -> None:
-        if self.count == 0:
+        if self.idle:
             waiting, self._waiting = self._waiting, []
             for d in waiting:
                 d.callback(None)
 
     def drained(self) -> Deferred[None]:
-        """Fires once no webhook is being handled and the last answers had
-        time to leave."""
+        """Fires once no webhook is being handled or arriving and the last
+        answers had time to leave."""
         d: Deferred[None] = Deferred()
         self._waiting.append(d)
-        if self.count == 0:
+        if self.idle:
             self._release_soon()
         return d
 
@@ -125,12 +143,21 @@ class BoundedRequest(Request):
     max_body = 256 * 1024
     deadline = 30.0
     clock: IReactorTime
+    in_flight: InFlight | None = None
     refused = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._received = 0
         self._timer = self.clock.callLater(self.deadline, self._too_slow)
+        self._arriving = self.in_flight is not None
+        if self.in_flight is not None:
+            self.in_flight.arrive()
+
+    def _done_arriving(self) -> None:
+        if self._arriving and self.in_flight is not None:
+            self._arriving = False
+            self.in_flight.arrived()
 
     def _refuse(self, code: int, phrase: str, reason: str) -> None:
         if not self.refused:
@@ -161,19 +188,27 @@ class BoundedRequest(Request):
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         self._cancel_timer()
-        if self.refused:
-            return
-        super().requestReceived(command, path, version)
+        try:
+            if not self.refused:
+                # A webhook takes its in-flight slot in here, before it
+                # stops counting as arriving: shutdown never sees a gap.
+                super().requestReceived(command, path, version)
+        finally:
+            self._done_arriving()
 
     def connectionLost(self, reason: Any) -> None:
         self._cancel_timer()
+        self._done_arriving()
         super().connectionLost(reason)
 
 
-def bounded_request(max_body: int, deadline: float, clock: IReactorTime) -> type[BoundedRequest]:
-    """A :class:`BoundedRequest` class with these limits, for a ``Site``."""
+def bounded_request(
+    max_body: int, deadline: float, clock: IReactorTime, in_flight: InFlight | None = None
+) -> type[BoundedRequest]:
+    """A :class:`BoundedRequest` class with these limits, for a ``Site``;
+    with ``in_flight``, shutdown waits for requests still arriving."""
     return type(
         "BoundedRequest",
         (BoundedRequest,),
-        {"max_body": max_body, "deadline": deadline, "clock": clock},
+        {"max_body": max_body, "deadline": deadline, "clock": clock, "in_flight": in_flight},
     )

@@ -181,7 +181,9 @@ def makeService(options: Options, reactor: Any = reactor) -> IService:
     )
     site = Site(
         gateway.app.resource(),
-        requestFactory=bounded_request(config.max_body_bytes, config.read_timeout, reactor),
+        requestFactory=bounded_request(
+            config.max_body_bytes, config.read_timeout, reactor, in_flight
+        ),
         parsePOSTFormSubmission=False,
         # Idle connections (and senders that stall) are closed after this.
         timeout=config.read_timeout,

@@ -8,6 +8,7 @@ import signal
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
@@ -103,6 +104,34 @@ class InFlightTests(SynchronousTestCase):
         self.assertNoResult(drained)
         in_flight.leave()
         self.assertNoResult(drained)
+        clock.advance(FLUSH_SECONDS)
+        self.successResultOf(drained)
+
+
+    def test_drain_waits_for_a_request_arriving(self) -> None:
+        """A request whose body is half received holds drained() until it is
+        complete and answered; one whose sender hangs up frees it too."""
+        clock = Reactor()
+        in_flight = InFlight(2, clock)
+        site = Site(Echo(), requestFactory=bounded_request(10, 5.0, clock, in_flight))
+        channels = []
+        for _ in range(2):
+            channel = site.buildProtocol(None)
+            transport = StringTransport()
+            channel.makeConnection(transport)
+            channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n01")
+            channels.append((channel, transport))
+        self.assertEqual(in_flight.arriving, 2)
+        drained = in_flight.drained()
+        clock.advance(FLUSH_SECONDS * 2)
+        self.assertNoResult(drained)
+        (first, first_transport), (second, _) = channels
+        first.dataReceived(b"23")
+        self.assertIn(b"200 OK", first_transport.value())
+        clock.advance(FLUSH_SECONDS * 2)
+        self.assertNoResult(drained)
+        second.connectionLost(ConnectionDone())
+        self.assertEqual(in_flight.arriving, 0)
         clock.advance(FLUSH_SECONDS)
         self.successResultOf(drained)
 

@@ -11,8 +11,10 @@ configuration it needs first.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -270,6 +272,38 @@ def test_stop_drains_and_succeeds(site: Site) -> None:
         "ExecMainCode": "1",  # CLD_EXITED: it exited, no signal killed it
         "ActiveState": "inactive",
     }
+
+
+def test_stop_answers_a_body_half_received(site: Site) -> None:
+    """A webhook whose body is half received when ``systemctl stop`` comes
+    is still read, built and answered 200, and the unit ends with success."""
+    site.configure(site.ini(f"tcp:{site.port}:interface=127.0.0.1"))
+    site.wait_ready()
+    before = site.builds()
+    body = fresh(DOCKERHUB, 6)
+    head = (
+        f"POST {WEBHOOK}?token={site.token} HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", site.port), timeout=30) as sender:
+        sender.sendall(head + body[:100])
+        time.sleep(0.5)
+        stop = subprocess.Popen(
+            ["nsenter", f"--target={site.machine.leader}", "--all", "systemctl", "stop", UNIT]
+        )
+        time.sleep(1.5)
+        assert stop.poll() is None, "the stop did not wait for the request"
+        with pytest.raises(OSError):
+            site.request("GET", "/healthz", timeout=2)
+        sender.sendall(body[100:])
+        response = http.client.HTTPResponse(sender)
+        response.begin()
+        assert response.status == 200
+        builds = json.loads(response.read())["builds"]
+    assert stop.wait(30) == 0
+    assert set(builds) == site.builds() - before != set()
+    shown = site.machine.show(UNIT, "Result", "ExecMainStatus")
+    assert shown == {"Result": "success", "ExecMainStatus": "0"}
 
 
 def _fails_once(site: Site, cursor: str, status: str) -> str:
