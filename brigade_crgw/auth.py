@@ -23,7 +23,15 @@ INVALID = "missing or invalid credentials"
 
 
 class Unauthorized(Exception):
-    """The request may not trigger the project; str() is safe to show the sender."""
+    """The request may not trigger the project; str() is safe to show the sender.
+
+    :param note: what the operator should know (e.g. how to add a token),
+        for the log only: every sender is told the same :data:`INVALID`.
+    """
+
+    def __init__(self, reason: str = INVALID, note: str = "") -> None:
+        super().__init__(reason)
+        self.note = note
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -145,17 +153,20 @@ def authorise(policy: Policy, data: Mapping[str, str] | None, presented: Present
     :param data: the project's decoded Secret data, or None for an unknown project.
     :returns: how the sender proved itself, or ``"none"`` when the policy
         lets a project without tokens be triggered by anyone.
-    :raises Unauthorized: when it may not; an unknown project is refused
-        exactly like a wrong token.
+    :raises Unauthorized: when it may not; an unknown project, a project
+        without a token and a wrong token are refused in the same words.
     """
     if data is None:
         raise Unauthorized(INVALID)
     tokens = project_tokens(data, policy.token_keys)
     if not tokens:
         if policy.require == ALWAYS:
+            # The sender is told what anyone is told; the operator, how to fix it.
             raise Unauthorized(
-                "this project has no token; add one to its Secret under "
-                f"{' or '.join(policy.token_keys)} (see the README's security section)"
+                INVALID,
+                note="this project has no token: it refuses every webhook until one is "
+                f"added to its Secret under {' or '.join(policy.token_keys)} "
+                "(see the README's security section)",
             )
         return "none"
     method = matches(tokens, presented)

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 import attr
 
+from . import text
 from .events import ImageEvent
 
 PROJECT_TYPE = "brigade.sh/project"
@@ -115,13 +116,25 @@ def short_digest(digest: str) -> str:
     return f"{algorithm}:{hexdigits[:12]}" if hexdigits else digest[:19]
 
 
+# Longer than any digest a registry makes (sha512 in hex is 135 characters).
+_MAX_DIGEST = 200
+# A DNS name, with a port.
+_MAX_HOST = 260
+_MAX_PUSHER = 255
+
+
 def short_title(event: ImageEvent) -> str:
-    """``acme/app:v1``, or ``acme/app@sha256:0123456789ab`` for a push by digest."""
-    repository = event.repository or "(unknown repository)"
+    """``acme/app:v1``, or ``acme/app@sha256:0123456789ab`` for a push by digest.
+
+    What the payload says is shown safely: control characters escaped, and a
+    repository or tag longer than registries allow cut, with the cut marked
+    (see :mod:`brigade_crgw.text`).
+    """
+    repository = text.repository(event.repository) or "(unknown repository)"
     if event.tag:
-        return f"{repository}:{event.tag}"
+        return f"{repository}:{text.tag(event.tag)}"
     if event.digest:
-        return f"{repository}@{short_digest(event.digest)}"
+        return f"{repository}@{text.printable(short_digest(event.digest))}"
     return repository
 
 
@@ -132,16 +145,16 @@ def long_title(event: ImageEvent) -> str:
         "image_delete": "Deleted",
         "chart_push": "Pushed chart",
         "chart_delete": "Deleted chart",
-    }.get(event.action, event.action)
+    }.get(event.action, text.printable(event.action))
     image = short_title(event)
     if event.host:
-        image = f"{event.host}/{image}"
+        image = f"{text.printable(text.cut(event.host, _MAX_HOST))}/{image}"
     words = [f"{verb} {image}"]
     if event.digest:
-        words.append(f"({event.digest})")
+        words.append(f"({text.printable(text.cut(event.digest, _MAX_DIGEST))})")
     words.append(f"via {event.registry}")
     if event.pusher:
-        words.append(f"by {event.pusher}")
+        words.append(f"by {text.printable(text.cut(event.pusher, _MAX_PUSHER))}")
     return " ".join(words)
 
 

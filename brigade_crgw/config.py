@@ -159,6 +159,7 @@ class Config:
     # [gateway]
     event_types: frozenset[str] = frozenset({events.IMAGE_PUSH})
     strict: bool = False
+    max_builds_per_webhook: int = 20
     # [auth]
     require: str = ALWAYS
     token_keys: tuple[str, ...] = ("crGatewayToken",)
@@ -235,7 +236,11 @@ _SCHEMA: dict[str, dict[str, Callable[[str, str], Any]]] = {
         "threads": _positive_int,
         "project_cache_seconds": _seconds,
     },
-    "gateway": {"event_types": _event_types, "strict": _boolean},
+    "gateway": {
+        "event_types": _event_types,
+        "strict": _boolean,
+        "max_builds_per_webhook": _positive_int,
+    },
     "auth": {"require": _require, "token_keys": _token_keys},
 }
 _SECTION_OF = {key: section for section, keys in _SCHEMA.items() for key in keys}

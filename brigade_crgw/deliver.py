@@ -10,7 +10,7 @@ Kubernetes holds every build; anything else is a :class:`Refusal`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attr
@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from . import auth, brigade, registries
 from .config import WHEN_CONFIGURED, Config
+from .events import ImageEvent
 from .kube import SecretStore, StoreRejected, StoreUnavailable
 
 log = Logger()
@@ -142,7 +143,15 @@ class Pipeline:
         if delivery.events:
             trace.repository = delivery.events[0].repository
             trace.tag = delivery.events[0].tag
-        chosen = [e for e in delivery.events if e.action in self.config.event_types]
+        chosen = merged(e for e in delivery.events if e.action in self.config.event_types)
+        if len(chosen) > self.config.max_builds_per_webhook:
+            raise Refusal(
+                422,
+                "too many builds",
+                f"this webhook names {len(chosen)} different images; at most "
+                f"{self.config.max_builds_per_webhook} builds are made for one webhook "
+                "([gateway] max_builds_per_webhook)",
+            )
         if not chosen:
             actions = sorted({e.action for e in delivery.events}) or ["nothing"]
             return Outcome(
@@ -183,6 +192,8 @@ class Pipeline:
         try:
             method = auth.authorise(self.policy, project.data if project else None, presented)
         except auth.Unauthorized as e:
+            if e.note:
+                log.warn("project {project}: {note}", project=project_id, note=e.note)
             raise Refusal(
                 401, "unauthorized", str(e), {"WWW-Authenticate": 'Bearer realm="brigade-crgw"'}
             ) from None
@@ -207,6 +218,20 @@ class Pipeline:
                     422, "rejected", f"Kubernetes refused the build Secret: {e}"
                 ) from None
             trace.builds.append(str(secret["metadata"]["name"]))
+
+
+def merged(events: Iterable[ImageEvent]) -> list[ImageEvent]:
+    """The events, in order, with each image named once: events that agree on
+    registry, action, host, repository, tag and digest make one build (the
+    first one's), however often a body repeats them."""
+    seen: set[tuple[str, ...]] = set()
+    kept = []
+    for event in events:
+        key = (event.registry, event.action, event.host, event.repository, event.tag, event.digest)
+        if key not in seen:
+            seen.add(key)
+            kept.append(event)
+    return kept
 
 
 def _store_failed(doing: str, error: StoreUnavailable) -> Refusal:

@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import attr
 from klein import Klein
@@ -23,6 +24,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+from . import text
 from .deliver import Outcome, Pipeline, Refusal, Target, Trace, Webhook, unavailable
 from .metrics import Metrics
 from .server import InFlight
@@ -36,6 +38,8 @@ SENDER_GONE = 499
 _NAME = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,100}$")
 # A commit-ish as git allows it, minus anything that could be mischief.
 _COMMIT = re.compile(r"^(?!.*\.\.)(?!/)(?!.*//)[A-Za-z0-9._/+@-]{1,200}(?<!/)$")
+# A percent-encoded '/' or '.', in either case.
+_ENCODED_SEPARATOR = re.compile(rb"%(2f|2e)", re.IGNORECASE)
 _JSON_TYPE = re.compile(r"^application/([a-z0-9.+-]*\+)?json$")
 
 
@@ -52,24 +56,34 @@ def write_json(
 
 
 def parse_target(raw_path: bytes, route: str, query_commit: str | None) -> Target:
-    """Read the project and commit-ish out of the raw request path.
+    """Read the project and commit-ish out of the request path.
 
-    The raw path is used, not a decoded one, so an encoded ``/`` or ``..``
-    cannot smuggle a different project name past the checks.
+    The path is cut into segments at its raw ``/`` and each segment is then
+    percent-decoded, exactly as Twisted does before Klein routes the request,
+    so the project is read from the very segments the route matched.  An
+    encoded ``/`` or ``.`` (``%2F``, ``%2E``) in the route or project part is
+    refused: it could only make the route and the project disagree.
 
     :param route: ``webhook`` (``<id or name>``, ``<org>/<repo>[/<commit…>]``)
         or ``dockerhub`` (``<org>/<repo>[/<commit…>]``).
     :raises Refusal: 400 naming what is wrong.
     """
-    prefix = f"/events/{route}/".encode()
-    rest = raw_path[len(prefix) :].decode("ascii", "replace")
-    segments = rest.split("/")
-    if route == "webhook" and len(segments) == 1:
-        names, commit_parts = segments, []
-    elif len(segments) >= 2:
-        names, commit_parts = segments[:2], segments[2:]
+    raw = raw_path[1:].split(b"/")
+    segments = [unquote_to_bytes(segment).decode("utf-8", "replace") for segment in raw]
+    rest = segments[2:]
+    if route == "webhook" and len(rest) == 1:
+        n = 1
+    elif len(rest) >= 2:
+        n = 2
     else:
         raise Refusal(400, "bad request", f"the URL must be /events/{route}/<org>/<repo>")
+    if segments[:2] != ["events", route] or any(
+        _ENCODED_SEPARATOR.search(segment) for segment in raw[: 2 + n]
+    ):
+        raise Refusal(
+            400, "bad request", "the project part of the URL may not hold an encoded '/' or '.'"
+        )
+    names, commit_parts = rest[:n], rest[n:]
     for name in names:
         if not _NAME.match(name):
             raise Refusal(
@@ -249,8 +263,8 @@ class Gateway:
             "builds={builds} code={code} duration={duration:.3f}s{why}",
             project=trace.project,
             registry=trace.registry,
-            repository=trace.repository,
-            tag=trace.tag,
+            repository=text.repository(trace.repository),
+            tag=text.tag(trace.tag),
             builds=trace.builds,
             code=code,
             duration=duration,

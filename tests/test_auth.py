@@ -115,10 +115,13 @@ def test_other_token_keys() -> None:
 
 
 def test_project_without_token() -> None:
-    """Under always, a project without a token refuses and says how to add one;
-    under when-configured it accepts anyone."""
-    with pytest.raises(auth.Unauthorized, match="add one to its Secret under crGatewayToken"):
+    """Under always, a project without a token refuses in the words every
+    unauthenticated sender gets, and tells the operator (in ``note``) how to
+    add one; under when-configured it accepts anyone."""
+    with pytest.raises(auth.Unauthorized) as refused:
         auth.authorise(POLICY, {"repository": "x"}, GOOD["bearer"])
+    assert str(refused.value) == auth.INVALID
+    assert "added to its Secret under crGatewayToken" in refused.value.note
     assert auth.authorise(OPEN, {"repository": "x"}, _presented()) == "none"
     with pytest.raises(auth.Unauthorized):
         auth.authorise(OPEN, DATA, _presented())

@@ -101,3 +101,30 @@ def test_redelivery_names_the_same_build(store: MemoryStore) -> None:
     second = pipeline(store).deliver(webhook(), Trace())
     assert first.body == second.body
     assert len(store.builds()) == 1
+
+
+QUAY_PUSH = body("quay/repo_push.json")
+
+
+def test_repeated_tags_make_one_build(store: MemoryStore) -> None:
+    """A Quay push naming one tag a thousand times makes one build."""
+    doc = json.loads(QUAY_PUSH)
+    doc["updated_tags"] = ["v1"] * 1000
+    outcome = pipeline(store).deliver(webhook(json.dumps(doc).encode()), Trace())
+    assert len(outcome.body["builds"]) == 1
+    assert len(store.builds()) == 1
+
+
+def test_too_many_images_are_422_before_any_build(store: MemoryStore) -> None:
+    """A webhook naming more images than max_builds_per_webhook is refused
+    with 422 and a reason, and nothing is made; at the limit it builds."""
+    doc = json.loads(QUAY_PUSH)
+    doc["updated_tags"] = [f"v{n}" for n in range(4)]
+    body = json.dumps(doc).encode()
+    with pytest.raises(Refusal) as refused:
+        pipeline(store, max_builds_per_webhook=3).deliver(webhook(body), Trace())
+    assert refused.value.code == 422
+    assert "max_builds_per_webhook" in refused.value.reason
+    assert store.builds() == []
+    outcome = pipeline(store, max_builds_per_webhook=4).deliver(webhook(body), Trace())
+    assert len(outcome.body["builds"]) == 4

@@ -330,9 +330,118 @@ def test_probing_project_names_reveals_nothing(gateway: gateway_process.Daemon) 
 
 @pytest.mark.usefixtures("no_new_builds")
 def test_project_without_token_refuses(gateway: gateway_process.Daemon) -> None:
-    """A project with no token refuses everyone and says how to add one."""
-    body = assert_json_refusal(gateway.post("/events/webhook/open/app", DOCKERHUB), 401)
-    assert "crGatewayToken" in body["reason"]
+    """A project with no token refuses with the very 401 an unknown project
+    and a wrong token get; how to add a token goes to the log only."""
+    without = gateway.post("/events/webhook/open/app", DOCKERHUB)
+    unknown = gateway.post("/events/webhook/nobody/here", DOCKERHUB)
+    wrong = gateway.post("/events/webhook/open/app?token=guess", DOCKERHUB)
+    assert_json_refusal(without, 401)
+    assert without.body == unknown.body == wrong.body
+    assert without.headers["www-authenticate"] == unknown.headers["www-authenticate"]
+    assert "crGatewayToken" not in without.body.decode()
+    assert "added to its Secret under crGatewayToken" in gateway.log()
+
+
+@pytest.mark.parametrize("query", ["?x=1;token={}", "?%74oken={}", "?a=b&TO%4Ben=x;to%6b%65n={}"])
+def test_no_token_spelling_reaches_the_log(
+    gateway: gateway_process.Daemon, namespace: Namespace, query: str
+) -> None:
+    """A token that authenticates after ';' or with an escaped name is not
+    written to the access log (or any log)."""
+    n = 6000 + ["?x", "?%", "?a"].index(query[:2])
+    answer = gateway.post(GOOD + query.format(TOKEN), fresh(DOCKERHUB, n))
+    assert answer.status == 200, answer.body
+    log = gateway.log()
+    assert TOKEN not in log
+    assert "REDACTED" in log
+
+
+def test_control_characters_never_reach_a_log_line_or_a_title(
+    gateway: gateway_process.Daemon, namespace: Namespace
+) -> None:
+    """A repository and tag holding CR, LF and ESC make a build whose titles
+    and log line show them escaped, never raw."""
+    doc = json.loads(fresh(DOCKERHUB, 6100))
+    doc["repository"]["repo_name"] = "acme/app\r\n2026-11-27T00:00:00 [forged#info] hi\x1b[2J"
+    doc["push_data"]["tag"] = "v1\u202e\n" + "t" * 300
+    answer = gateway.post(GOOD, json.dumps(doc).encode(), BEARER)
+    assert answer.status == 200, answer.body
+    [name] = answer.json()["builds"]
+    secret = namespace.plane.core.read_namespaced_secret(name, namespace.name)
+    short = base64.b64decode(secret.data["short_title"]).decode()
+    long = base64.b64decode(secret.data["long_title"]).decode()
+    for title in (short, long):
+        assert not any(c in title for c in "\r\n\x1b\u202e"), title
+        assert "acme/app\\x0d\\x0a2026" in title
+    # The tag is cut to 128 characters (4 before the t's, the mark after),
+    # then escaped.
+    assert short.endswith("t…") and short.rsplit(":", 1)[1].count("t") == 128 - 4 - 1
+    log = gateway.log()
+    assert "\x1b" not in log and "\u202e" not in log
+    forged = [line for line in log.splitlines() if "[forged#info]" in line]
+    assert forged and all("webhook project=" in line for line in forged)
+    assert "hi\\x1b[2J" in log
+
+
+@pytest.mark.usefixtures("no_new_builds")
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/events/webhook%2Facme/app",
+        "/events/webhook%2facme%2Fapp",
+        "/events/dockerhub%2Facme/app",
+        "/events/webhook/acme%2eapp",
+        "/events/webhook/%2E/app",
+    ],
+)
+def test_encoded_separators_in_the_project_part_are_400(
+    gateway: gateway_process.Daemon, path: str
+) -> None:
+    """A route or project part holding an encoded '/' or '.' is a 400, even
+    with valid credentials."""
+    assert_json_refusal(gateway.post(path + f"?token={TOKEN}", DOCKERHUB), 400)
+
+
+def test_escaped_route_names_the_routed_project(
+    gateway: gateway_process.Daemon, namespace: Namespace
+) -> None:
+    """``/events/webhoo%6b/acme/app`` is the webhook route for acme/app (what
+    routing saw), not project ``b/acme`` with commit ``app``."""
+    answer = gateway.post(f"/events/webhoo%6b/acme/app?token={TOKEN}", fresh(DOCKERHUB, 6200))
+    assert answer.status == 200, answer.body
+    [name] = answer.json()["builds"]
+    secret = namespace.plane.core.read_namespaced_secret(name, namespace.name)
+    assert secret.metadata.labels["project"] == project_id("acme/app")
+    assert base64.b64decode(secret.data["commit_ref"]) == b""
+
+
+QUAY = payload_body("quay/repo_push.json")
+DISTRIBUTION = payload_body("distribution/push-envelope-docs.json")
+
+
+def test_builds_per_webhook_are_bounded(namespace: Namespace, tmp_path: Path) -> None:
+    """With the default body limit: one tag repeated 1,000 times and 300
+    identical Distribution events each make one build; 21 distinct tags
+    (over the default max_builds_per_webhook of 20) get 422 and no build."""
+    process = gateway_process.start(tmp_path, namespace.name, namespace.gateway_kubeconfig)
+    try:
+        quay = json.loads(QUAY)
+        quay["updated_tags"] = ["v1"] * 1000
+        answer = process.post(GOOD, quay, BEARER)
+        assert answer.status == 200, answer.body
+        assert len(answer.json()["builds"]) == 1
+        envelope = json.loads(DISTRIBUTION)
+        envelope["events"] = [envelope["events"][0]] * 300
+        answer = process.post(GOOD, envelope, BEARER)
+        assert answer.status == 200, answer.body
+        assert len(answer.json()["builds"]) == 1
+        before = builds(namespace)
+        quay["updated_tags"] = [f"v{n}" for n in range(21)]
+        refused = assert_json_refusal(process.post(GOOD, quay, BEARER), 422)
+        assert "max_builds_per_webhook" in refused["reason"]
+        assert builds(namespace) == before
+    finally:
+        process.stop()
 
 
 def test_in_flight_bound(namespace: Namespace, tmp_path: Path) -> None:

@@ -152,11 +152,13 @@ class WebTests(SynchronousTestCase):
         self.assertEqual((reply.code, reply.json()), (404, {"status": "project not found"}))
 
     def test_project_without_token(self) -> None:
-        """A project without a token refuses under always, accepts under when-configured."""
+        """A project without a token refuses under always, with the very
+        answer an unknown project gets; it accepts under when-configured."""
         self.store.put(project_secret("open/app", token=None))
         refused = self.call("POST", "/events/webhook/open/app", DOCKERHUB)
+        unknown = self.call("POST", "/events/webhook/nobody/here", DOCKERHUB)
         self.assertEqual(refused.code, 401)
-        self.assertIn("crGatewayToken", refused.json()["reason"])
+        self.assertEqual(refused.body, unknown.body)
         accepted = self.call(
             "POST",
             "/events/webhook/open/app",
@@ -268,6 +270,40 @@ def test_parse_target(path: bytes, commit: str | None, target: tuple[str, str]) 
     route = path.split(b"/")[2].decode()
     parsed = parse_target(path, route, commit)
     assert (parsed.project, parsed.commit) == target
+
+
+@pytest.mark.parametrize(
+    ("path", "target"),
+    [
+        (b"/events/webhoo%6b/acme/app", ("acme/app", "")),
+        (b"/events/webhook/%61cme/app/v%31", ("acme/app", "v1")),
+        (b"/events/dockerhub/acme/app/feature%2Fx", ("acme/app", "feature/x")),
+    ],
+)
+def test_parse_target_reads_the_routed_segments(path: bytes, target: tuple[str, str]) -> None:
+    """The project is read from the decoded segments that routing matched, so
+    an escaped letter names the same project the route saw."""
+    parsed = parse_target(path, path.split(b"/")[2].decode().replace("%6b", "k"), None)
+    assert (parsed.project, parsed.commit) == target
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        b"/events/webhook%2Facme/app",
+        b"/events/webhook%2facme/app/v1",
+        b"/events/webhook/acme%2Fapp",
+        b"/events/webhook/acme/%2E%2E",
+        b"/events/webhook/acme/app%2e",
+        b"/events/dockerhub/%2e/app",
+    ],
+)
+def test_encoded_separators_in_the_project_are_400(path: bytes) -> None:
+    """An encoded '/' or '.' in the route or project part is a 400."""
+    route = "dockerhub" if b"dockerhub" in path else "webhook"
+    with pytest.raises(Refusal) as e:
+        parse_target(path, route, None)
+    assert e.value.code == 400
 
 
 @pytest.mark.parametrize("commit", ["a..b", "/x", "x/", "x//y", "a b", "x" * 201, "$(x)"])
