@@ -28,8 +28,10 @@ from typing import Any
 import attr
 import pytest
 
+import devtools.kubectl
 from brigade_crgw.brigade import project_id
 from devtools import rootfs
+from devtools.plane import PlaneError
 
 from . import machine as machines
 from .conftest import Cluster, Namespace
@@ -169,13 +171,17 @@ def site(
 ) -> Iterator[Site]:
     """The README's steps 1 to 4 on the host and in a booted machine, with
     the unit started and answering on a loopback port."""
-    for tool in ("systemd-nspawn", "nsenter", "kubectl", "openssl"):
+    for tool in ("systemd-nspawn", "nsenter", "openssl"):
         if not shutil.which(tool):
             pytest.fail(f"{tool} is needed (see .ci/run)", pytrace=False)
     try:
         tree, wheels = rootfs.rootfs(), rootfs.wheels()
     except rootfs.RootfsError as e:
         pytest.fail(f"the rootfs could not be built: {e}", pytrace=False)
+    try:
+        kubectl = devtools.kubectl.kubectl()
+    except PlaneError as e:
+        pytest.fail(f"no kubectl, and it could not be built: {e}", pytrace=False)
     work = tmp_path_factory.mktemp("systemd")
     files = work / "files"
     files.mkdir()
@@ -189,7 +195,7 @@ def site(
         env = {
             "NS": namespace.name,
             "KUBECONFIG": str(admin),
-            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            "PATH": f"{kubectl.parent}:{Path(sys.executable).parent}:{os.environ['PATH']}",
             # The wheels come from the cache; the README's pip command stays as it is.
             "PIP_NO_INDEX": "1",
             "PIP_FIND_LINKS": str(wheels),

@@ -1,0 +1,54 @@
+"""kubectl, for the README's commands that the systemd tests run as written.
+
+Where ``kubectl`` is on PATH it is used as it is.  Otherwise it is built once
+with this machine's Go from ``k8s.io/kubernetes/cmd/kubectl`` at the plane's
+Kubernetes version (Debian bookworm's ``kubernetes-client`` 1.20 predates
+``kubectl create token``), and cached under
+``~/.cache/brigade-crgw/kubectl-<version>/bin``.  ``python -m
+devtools.kubectl`` prints the path of the one the tests use.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from .plane import KUBERNETES_VERSION, PlaneError
+from .plane.build import GoBinary, _staging_replaces, build_go_binaries, cache_root
+
+PACKAGE = "k8s.io/kubernetes/cmd/kubectl"
+
+
+def cached() -> Path:
+    """Where the built kubectl lives (built or not)."""
+    return cache_root() / f"kubectl-{KUBERNETES_VERSION}" / "bin" / "kubectl"
+
+
+def kubectl() -> Path:
+    """The kubectl on PATH, else the cached build, built if missing."""
+    found = shutil.which("kubectl")
+    if found:
+        return Path(found)
+    if cached().exists():
+        return cached()
+    version = f"-X k8s.io/component-base/version.gitVersion={KUBERNETES_VERSION}"
+    return build_go_binaries(
+        f"kubectl-{KUBERNETES_VERSION}",
+        [f"{PACKAGE}@{KUBERNETES_VERSION}"],
+        [GoBinary("kubectl", PACKAGE, version)],
+        _staging_replaces(),
+    )["kubectl"]
+
+
+def main() -> int:
+    try:
+        print(kubectl())
+    except PlaneError as e:
+        print(f"kubectl: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
