@@ -1,11 +1,11 @@
 """kubectl, for the README's commands that the systemd tests run as written.
 
-Where ``kubectl`` is on PATH it is used as it is.  Otherwise it is built once
-with this machine's Go from ``k8s.io/kubernetes/cmd/kubectl`` at the plane's
-Kubernetes version (Debian bookworm's ``kubernetes-client`` 1.20 predates
-``kubectl create token``), and cached under
-``~/.cache/brigade-crgw/kubectl-<version>/bin``.  ``python -m
-devtools.kubectl`` prints the path of the one the tests use.
+A build cached by an earlier run comes first, then a ``kubectl`` on PATH.
+Without either it is built once with this machine's Go from
+``k8s.io/kubernetes/cmd/kubectl`` at the plane's Kubernetes version
+(Debian bookworm's ``kubernetes-client`` 1.20 predates ``kubectl create
+token``) and cached under ``~/.cache/brigade-crgw/kubectl-<version>/bin``.
+``python -m devtools.kubectl`` prints the path of the one the tests use.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ def cached() -> Path:
 
 
 def kubectl() -> Path:
-    """The kubectl on PATH, else the cached build, built if missing."""
+    """The cached build, else the kubectl on PATH, else a new build."""
+    if cached().exists():
+        return cached()
     found = shutil.which("kubectl")
     if found:
         return Path(found)
-    if cached().exists():
-        return cached()
     version = f"-X k8s.io/component-base/version.gitVersion={KUBERNETES_VERSION}"
     return build_go_binaries(
         f"kubectl-{KUBERNETES_VERSION}",
