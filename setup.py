@@ -16,6 +16,7 @@ setup(
         "treq>=24.9",
         "attrs>=23.1",
         "kubernetes>=30.1",
+        "prometheus_client>=0.20",
     ],
     extras_require={
         "test": [

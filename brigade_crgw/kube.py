@@ -92,6 +92,11 @@ def load_api_client(kubeconfig: str = "", context: str = "", threads: int = 8) -
 _REJECTED = frozenset({400, 413, 422})
 
 
+# The Secret the readiness check asks for: never a project ID (those are
+# brigade- and 54 hex digits) nor a build; it need not exist.
+READINESS_NAME = "brigade-crgw-readiness-check"
+
+
 @attr.s(frozen=True, auto_attribs=True)
 class KubeStore:
     """The :class:`SecretStore` backed by a real API server.
@@ -135,6 +140,17 @@ class KubeStore:
         if status in _REJECTED:
             raise StoreRejected(_status_message(body) or f"Kubernetes answered {status}")
         raise StoreUnavailable(_describe_status("create", status, body))
+
+    def check_access(self) -> None:
+        """Get a Secret that need not exist: the API server answering 404 or
+        200 shows that it is up and that the gateway may read Secrets here.
+
+        :raises StoreUnavailable: naming the failure (a 403 says which
+            permission is missing).
+        """
+        status, body = self._call("GET", f"{self._secrets}/{READINESS_NAME}")
+        if status not in (200, 404):
+            raise StoreUnavailable(_describe_status("get", status, body))
 
     def _call(self, method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:
         """One request on the shared pool; the connection always goes back to it."""

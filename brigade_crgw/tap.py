@@ -31,6 +31,7 @@ from .config import Config, ConfigError
 from .deliver import Pipeline
 from .kube import KubeStore, StoreConfigError, load_api_client
 from .projects import ProjectCache
+from .readiness import Readiness
 from .server import InFlight, access_log_formatter, bounded_request
 from .web import Gateway
 
@@ -174,11 +175,9 @@ def makeService(options: Options, reactor: Any = reactor) -> IService:
     projects = ProjectCache(
         store, config.project_cache_seconds, miss_seconds=config.project_cache_seconds / 5
     )
-    gateway = Gateway(
-        Pipeline(config, projects, store),
-        partial(deferToThreadPool, reactor, pool),
-        in_flight,
-    )
+    run = partial(deferToThreadPool, reactor, pool)
+    readiness = Readiness(store.check_access, run, reactor, config.request_timeout)
+    gateway = Gateway(Pipeline(config, projects, store), run, in_flight, ready=readiness.state)
     site = Site(
         gateway.app.resource(),
         requestFactory=bounded_request(
@@ -200,6 +199,7 @@ def makeService(options: Options, reactor: Any = reactor) -> IService:
     top = MultiService()
     CleanExitOnTerm(reactor).setServiceParent(top)
     ThreadPoolService(pool, in_flight, reactor).setServiceParent(top)
+    readiness.setServiceParent(top)
     StreamServerEndpointService(serverFromString(reactor, config.listen), site).setServiceParent(
         top
     )

@@ -157,6 +157,9 @@ class Gateway:
         ``maybeDeferred``).
     :param in_flight: the bound on webhooks being handled.
     :param clock: seconds, for the logged duration.
+    :param ready: whether the gateway can serve webhooks now, and if not
+        why (:meth:`.Readiness.state`); ready by default, for tests of
+        the routes alone.
     """
 
     app = Klein()
@@ -165,6 +168,7 @@ class Gateway:
     run: Runner
     in_flight: InFlight
     clock: Callable[[], float] = time.monotonic
+    ready: Callable[[], tuple[bool, str]] = lambda: (True, "")
     metrics: Metrics = attr.ib(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -175,11 +179,23 @@ class Gateway:
         request.setHeader("Content-Type", "text/plain")
         return b"OK"
 
+    @app.route("/readyz", methods=["GET", "HEAD"])
+    def readyz(self, request: IRequest) -> bytes:
+        """200 while Kubernetes answers and the project Secrets can be read;
+        503 with the reason otherwise (a readiness probe's question)."""
+        ready, reason = self.ready()
+        if ready:
+            return write_json(request, 200, {"status": "ready"})
+        return write_json(request, 503, {"status": "unavailable", "reason": reason})
+
     @app.route("/metrics", methods=["GET"])
     def metrics_text(self, request: IRequest) -> bytes:
-        """Counters in the Prometheus text format."""
-        request.setHeader("Content-Type", "text/plain; version=0.0.4")
-        return self.metrics.render().encode()
+        """The gateway's and the process's metrics, in the Prometheus text
+        format (or OpenMetrics, when the scraper asks for it)."""
+        accept = request.getHeader("accept") or ""
+        body, content_type = self.metrics.exposition(accept)
+        request.setHeader("Content-Type", content_type)
+        return body
 
     @app.route("/events/<any(webhook, dockerhub):route>/<path:rest>", methods=["OPTIONS"])
     def handshake(self, request: IRequest, route: str, rest: str) -> bytes:

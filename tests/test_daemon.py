@@ -116,7 +116,7 @@ def test_log_line_per_webhook_without_tokens(gateway: gateway_process.Daemon) ->
     assert TOKEN not in gateway.log()
     assert "shared-secret-never-logged" not in gateway.log()
     metrics = gateway.request("GET", "/metrics").body.decode()
-    assert 'brigade_crgw_webhooks_total{registry="dockerhub",code="200"}' in metrics
+    assert 'brigade_crgw_webhooks_total{code="200",registry="dockerhub"}' in metrics
 
 
 @pytest.fixture
@@ -208,7 +208,7 @@ def test_sender_hanging_up_is_one_info_line(
     sender.close()
     time.sleep(0.5)
     metrics = process.request("GET", "/metrics").body.decode()
-    assert "brigade_crgw_webhooks_in_flight 1" in metrics
+    assert "brigade_crgw_webhooks_in_flight 1.0" in metrics
     proxy.set(FORWARD)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and "code=499" not in process.log():
@@ -221,8 +221,8 @@ def test_sender_hanging_up_is_one_info_line(
     made = set(builds(namespace)) - set(before)
     assert len(made) == 1 and made.pop() in lines[0]
     metrics = process.request("GET", "/metrics").body.decode()
-    assert 'brigade_crgw_webhooks_total{registry="dockerhub",code="499"} 1' in metrics
-    assert "brigade_crgw_webhooks_in_flight 0" in metrics
+    assert 'brigade_crgw_webhooks_total{code="499",registry="dockerhub"} 1.0' in metrics
+    assert "brigade_crgw_webhooks_in_flight 0.0" in metrics
 
 
 def test_systemd_unit_verifies(tmp_path: Path) -> None:

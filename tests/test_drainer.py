@@ -96,7 +96,7 @@ def test_metrics_show_the_spool(tmp_path: Path) -> None:
     service.startService()
     clock.advance(0)
     text = Metrics(lambda: 0, lambda: service.stats).render()
-    assert "brigade_crgw_spool_depth 2\n" in text
-    assert "brigade_crgw_spool_rejected 0\n" in text
+    assert "brigade_crgw_spool_depth 2.0\n" in text
+    assert "brigade_crgw_spool_rejected 0.0\n" in text
     assert "brigade_crgw_spool_oldest_age_seconds " in text
     assert "brigade_crgw_spool_depth" not in Metrics(lambda: 0).render()

@@ -78,12 +78,33 @@ class WebTests(SynchronousTestCase):
         self.post("/events/webhook/acme/app", ACR_PING, client=client)
         self.call("POST", "/events/webhook/acme/app?token=nope", DOCKERHUB, client=client)
         text = self.call("GET", "/metrics", client=client).body.decode()
-        self.assertIn('brigade_crgw_webhooks_total{registry="acr",code="200"} 2', text)
-        self.assertIn('brigade_crgw_webhooks_total{registry="none",code="401"} 1', text)
-        self.assertIn('brigade_crgw_builds_total{registry="acr"} 1', text)
-        self.assertIn("brigade_crgw_webhooks_in_flight 0", text)
-        self.assertIn('brigade_crgw_webhook_duration_seconds_bucket{le="+Inf"} 3', text)
-        self.assertIn("brigade_crgw_webhook_duration_seconds_count 3", text)
+        self.assertIn('brigade_crgw_webhooks_total{code="200",registry="acr"} 2.0', text)
+        self.assertIn('brigade_crgw_webhooks_total{code="401",registry="none"} 1.0', text)
+        self.assertIn('brigade_crgw_builds_total{registry="acr"} 1.0', text)
+        self.assertIn("brigade_crgw_webhooks_in_flight 0.0", text)
+        self.assertIn('brigade_crgw_webhook_duration_seconds_bucket{le="+Inf"} 3.0', text)
+        self.assertIn("brigade_crgw_webhook_duration_seconds_count 3.0", text)
+
+    def test_metrics_standard_series_and_openmetrics(self) -> None:
+        """/metrics carries prometheus_client's process_* and python_* series,
+        and answers OpenMetrics to a scraper that asks for it."""
+        client = self.gateway()
+        reply = self.call("GET", "/metrics", client=client)
+        text = reply.body.decode()
+        self.assertEqual(
+            reply.headers.getRawHeaders("content-type"),
+            ["text/plain; version=0.0.4; charset=utf-8"],
+        )
+        for series in ("process_resident_memory_bytes", "process_open_fds", "python_info"):
+            self.assertIn(f"\n{series}", text)
+        self.assertNotIn("_created", text)
+        open_metrics = self.call(
+            "GET",
+            "/metrics",
+            headers={"Accept": "application/openmetrics-text; version=1.0.0"},
+            client=client,
+        )
+        self.assertTrue(open_metrics.body.endswith(b"# EOF\n"))
 
     def test_healthz(self) -> None:
         """GET /healthz answers 200 OK, as v1 did."""
