@@ -37,8 +37,14 @@ lint: venv
 	$(BIN)/ruff format --check brigade_crgw devtools
 	$(BIN)/mypy brigade_crgw devtools
 
-bench: venv
-	PYTHONPATH=$(CURDIR) $(BIN)/python bench/run.py
+# The gateway beside the API server, under wrk (see docs/performance.md);
+# make bench BENCH_ARGS="--quick" for one row, --help for the filters.
+bench: venv $(VENV)/.bench-installed
+	PYTHONPATH=$(CURDIR) $(BIN)/python -m bench.run $(BENCH_ARGS)
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(BIN)/pip install --quiet '.[test,bench]'
+	touch $@
 
 # The OCI image, without pulling anything (root; mmdebstrap and buildah).
 image: venv

@@ -28,5 +28,7 @@ setup(
             "mypy-zope==1.0.17",
             "docutils>=0.20",
         ],
+        # make bench: the plot and the profiler (wrk itself comes from Debian).
+        "bench": ["matplotlib>=3.7", "py-spy>=0.3.14"],
     },
 )
