@@ -39,6 +39,12 @@ class Row:
         return self.gateway.ok_per_second / direct if direct else 0.0
 
     @property
+    def cpu_share(self) -> float:
+        """The gateway's CPU time over the measured run's wall time (1.0 = one core)."""
+        seconds = self.gateway.seconds
+        return self.gateway_cpu_ms / (seconds * 1000.0) if seconds else 0.0
+
+    @property
     def cpu_ms_per_build(self) -> float:
         return self.gateway_cpu_ms / self.gateway_secrets if self.gateway_secrets else 0.0
 
@@ -70,7 +76,8 @@ HEADER = (
     "| API server p50 / p90 / p99 ms | gateway p50 / p90 / p99 ms "
     "| non-2xx API server / gateway "
     "| 2xx (Secrets, when not equal) API server / gateway "
-    "| gateway peak RSS MiB | gateway CPU-ms / build | connections opened (pool) |"
+    "| gateway peak RSS MiB | gateway CPU-ms / build (share of a core) "
+    "| connections opened (pool) |"
 )
 
 
@@ -82,11 +89,11 @@ def table(rows: Sequence[Row]) -> str:
         lines.append(
             f"| {r.layout} | {r.body} | {r.concurrency} "
             f"| {r.direct.ok_per_second:.0f} | {r.gateway.ok_per_second:.0f} "
-            f"| {r.ratio:.0%} "
+            f"| {f'{r.ratio:.0%}' if r.direct.ok else 'n/a'} "
             f"| {_latencies(r.direct)} | {_latencies(r.gateway)} "
             f"| {_errors(r.direct)} / {_errors(r.gateway)} "
             f"| {_answers(r.direct, r.direct_secrets)} / {_answers(r.gateway, r.gateway_secrets)} "
-            f"| {r.gateway_rss_mib:.1f} | {r.cpu_ms_per_build:.2f} "
+            f"| {r.gateway_rss_mib:.1f} | {r.cpu_ms_per_build:.2f} ({r.cpu_share:.0%}) "
             f"| {connections} ({r.pool}) |"
         )
     return "\n".join(lines) + "\n"
@@ -213,6 +220,7 @@ def document(
     warm_up: float,
     counted: bool,
     profile: str | None,
+    overrides: Sequence[str] = (),
 ) -> str:
     """``docs/performance.md``: the machine, the method, the table, the
     targets, the plot and the profile's headline."""
@@ -267,14 +275,17 @@ def document(
         "  count stops moving).  When the two differ, the cell shows",
         "  `2xx (Secrets)`: requests still in flight when wrk stopped made builds",
         "  without wrk reading their answer.",
-        "- **ratio**: the gateway's builds/s over the API server's, same row.",
+        "- **ratio**: the gateway's builds/s over the API server's, same row (n/a",
+        "  when no direct request finished within the run: 128 connections each",
+        "  sending 512 KiB can take longer than the run on one loaded core).",
         "- **p50 / p90 / p99**: wrk's latency distribution (`--latency`).",
         "- **non-2xx**: answers with status 400 or above (wrk's count), plus socket",
         "  errors if any.",
         "- **peak RSS**: the gateway's `VmHWM` (`/proc/PID/status`) at the end of the",
         "  run, over its whole life (start-up, warm-up and run).",
         "- **CPU-ms / build**: the gateway's user + system time over the measured",
-        "  run (`/proc/PID/stat`), over the builds it made.",
+        "  run (`/proc/PID/stat`), over the builds it made; in brackets, that time",
+        "  over the run's wall time (100 % = one core busy all along).",
         "- **connections opened**: TCP connections the gateway opened to the API",
         "  server over its whole life, counted by the kernel, not by the gateway: the",
         "  gateway runs with a group ID of its own (`setpriv --regid`), and an",
@@ -283,6 +294,13 @@ def document(
         "  target is at most the pool size (in brackets), which means that steady",
         "  state opens none.",
     ]
+    if overrides:
+        parts += [
+            "",
+            "**An experiment**: this run changed the shipped ini with "
+            + ", ".join(f"`{o}`" for o in overrides)
+            + ".",
+        ]
     if not counted:
         parts += ["", "Connections were **not counted** in this run (no root, or no nftables)."]
     parts += ["", "## Results", "", table(rows), "![the plot](performance.png)", ""]
@@ -297,10 +315,12 @@ def document(
         parts += [
             "## Where the gateway's time goes",
             "",
-            "py-spy (`record --threads --nonblocking`, 100 Hz, active samples only, so",
-            "shares of CPU time) on a gateway under the pinned c=32 1 KiB load, in a",
-            "separate run of its own (the profiler costs time, so that run is not in",
-            "the table):",
+            "py-spy (`record --threads --nonblocking`, 100 Hz) on a gateway under the",
+            "pinned c=32 1 KiB load, in a separate run of its own (the profiler costs",
+            "time, so that run is not in the table).  Without `--idle` py-spy keeps",
+            "only samples of threads that were running or ready to run: on a busy",
+            "machine a thread woken from a socket read may wait for a CPU in that",
+            "frame, so read-like frames include some of that wait.",
             "",
             profile,
         ]

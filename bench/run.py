@@ -18,8 +18,10 @@ prints the table and writes it, with the machine, the method and a plot,
 to ``docs/performance.md`` and ``docs/performance.png`` (a filtered run
 writes to ``.bench/`` unless ``--out`` says otherwise).
 
-    .venv/bin/python -m bench.run [--quick] [--layout pinned] [--concurrency 1,32]
-        [--body 1k] [--duration 5] [--profile] [--plane]
+    make bench [BENCH_ARGS="--quick --profile"]
+    PYTHONPATH=. .venv/bin/python -m bench.run [--quick] [--layout pinned]
+        [--concurrency 1,32] [--body 1k,64k] [--duration 5] [--profile] [--plane]
+        [--set kubernetes.threads=32]
 """
 
 from __future__ import annotations
@@ -246,8 +248,15 @@ class Gateway:
             self.process.wait()
 
 
-def gateway_ini(port: int, namespace: str, kubeconfig: Path, max_body: int | None) -> str:
-    """The shipped ini, with only what this machine needs changed."""
+def gateway_ini(
+    port: int,
+    namespace: str,
+    kubeconfig: Path,
+    max_body: int | None,
+    overrides: dict[tuple[str, str], str] | None = None,
+) -> str:
+    """The shipped ini, with only what this machine needs changed (and the
+    ``--set`` overrides of an experiment)."""
     ini = configparser.ConfigParser(interpolation=None)
     ini.read_string(SHIPPED_INI.read_text())
     ini["server"]["listen"] = f"tcp:{port}:interface=127.0.0.1"
@@ -255,6 +264,8 @@ def gateway_ini(port: int, namespace: str, kubeconfig: Path, max_body: int | Non
         ini["server"]["max_body_bytes"] = str(max_body)
     ini["kubernetes"]["namespace"] = namespace
     ini["kubernetes"]["kubeconfig"] = str(kubeconfig)
+    for (section, key), value in (overrides or {}).items():
+        ini[section][key] = value
     lines = []
     for section in ini.sections():
         lines.append(f"[{section}]")
@@ -270,10 +281,11 @@ def start_gateway(
     max_body: int | None,
     cpu: int | None,
     gid: int | None,
+    overrides: dict[tuple[str, str], str] | None = None,
 ) -> Gateway:
     port = free_port()
     config = tmp / f"gateway-{port}.ini"
-    config.write_text(gateway_ini(port, namespace, kubeconfig, max_body))
+    config.write_text(gateway_ini(port, namespace, kubeconfig, max_body, overrides))
     log = tmp / f"gateway-{port}.log"
     argv = [
         str(TWISTD),
@@ -451,6 +463,7 @@ class Bench:
     cpus: tuple[int, int] | None
     pool: int
     shipped_max_body: int
+    overrides: dict[tuple[str, str], str]
     runs: int = 0
 
     def run_name(self) -> str:
@@ -491,6 +504,7 @@ class Bench:
             max_body,
             self.cpus[0] if layout == "pinned" and self.cpus else None,
             GATEWAY_GID if self.counter else None,
+            self.overrides,
         )
         spy = None
         try:
@@ -564,6 +578,14 @@ def _list(value: str, allowed: list[str]) -> list[str]:
     return chosen
 
 
+def _setting(text: str) -> tuple[tuple[str, str], str]:
+    name, equals, value = text.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not (equals and dot and section and key):
+        raise argparse.ArgumentTypeError("write SECTION.KEY=VALUE, e.g. kubernetes.threads=32")
+    return (section, key), value.strip()
+
+
 def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="make bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -571,13 +593,21 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="only the pinned layout, c=32, 1 KiB bodies"
     )
-    parser.add_argument("--layout", type=lambda v: _list(v, list(LAYOUTS)), default=None)
+    parser.add_argument(
+        "--layout",
+        type=lambda v: _list(v, list(LAYOUTS)),
+        default=None,
+        help="pinned and/or shared (comma-separated)",
+    )
     parser.add_argument(
         "--concurrency",
         type=lambda v: [int(c) for c in _list(v, [str(c) for c in CONCURRENCY])],
         default=None,
+        help="any of 1,8,32,128",
     )
-    parser.add_argument("--body", type=lambda v: _list(v, list(BODIES)), default=None)
+    parser.add_argument(
+        "--body", type=lambda v: _list(v, list(BODIES)), default=None, help="any of 1k,64k,512k"
+    )
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
     parser.add_argument(
         "--profile",
@@ -588,13 +618,22 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         "--plane", action="store_true", help="also time a warm `control-plane up` from stopped"
     )
     parser.add_argument(
+        "--set",
+        action="append",
+        type=_setting,
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="an experiment: change the gateway's ini (e.g. kubernetes.threads=32); "
+        "the output says so",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
         help="where performance.md and .png go (default: docs/ for the full matrix, else .bench/)",
     )
     args = parser.parse_args(argv)
-    filtered = args.quick or any((args.layout, args.concurrency, args.body))
+    filtered = args.quick or any((args.layout, args.concurrency, args.body, args.set))
     if args.quick:
         args.layout, args.concurrency, args.body = ["pinned"], [32], ["1k"]
     args.layout = args.layout or list(LAYOUTS)
@@ -653,6 +692,11 @@ def _measure(
     token = json.loads(kubeconfig.read_text())["users"][0]["user"]["token"]
     shipped = configparser.ConfigParser(interpolation=None)
     shipped.read_string(SHIPPED_INI.read_text())
+    overrides: dict[tuple[str, str], str] = dict(args.set)
+    for (section, key), value in overrides.items():
+        if not shipped.has_option(section, key):
+            raise BenchError(f"--set {section}.{key}: the shipped ini has no such key")
+        shipped[section][key] = value
     usable = sorted(os.sched_getaffinity(0))
     cpus = (usable[0], usable[1]) if len(usable) >= 2 else None
     layouts = [layout for layout in args.layout if layout == "shared" or cpus]
@@ -672,6 +716,7 @@ def _measure(
         cpus,
         shipped.getint("kubernetes", "threads"),
         shipped.getint("server", "max_body_bytes"),
+        overrides,
     )
     rows: list[report.Row] = []
     profile = None
@@ -706,6 +751,7 @@ def _measure(
         warm_up=WARM_UP_SECONDS,
         counted=counter is not None,
         profile=profile,
+        overrides=[f"[{section}] {key} = {value}" for (section, key), value in overrides.items()],
     )
     print()
     print(report.table(rows))
