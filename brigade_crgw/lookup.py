@@ -186,12 +186,12 @@ def address_kind(address: str) -> str:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    if ip.is_unspecified or ip.is_multicast or ip.is_reserved:
-        return "special"
     if ip.is_loopback:
         return "loopback"
     if ip.is_link_local:
         return "link-local"
+    if ip.is_unspecified or ip.is_multicast or ip.is_reserved:
+        return "special"
     if ip.is_private:
         return "private"
     if ip.is_global:
@@ -325,13 +325,18 @@ class RegistryClient:
             return _failed(UNLISTED, f"{reference.host} is not in [registry] hosts")
         session = _Session(self, endpoint, reference.repository, credential)
         d = ensureDeferred(session.inspect(reference))
-        d.addTimeout(timeout, self.clock)
+
+        def timed_out(result: Any, after: float) -> Any:
+            # Whatever the cancelled request failed with, the cause is the time.
+            raise LookupFailed(TIMEOUT, f"no answer within {after:g}s")
+
+        d.addTimeout(timeout, self.clock, onTimeoutCancel=timed_out)
 
         def translate(failure: Any) -> Any:
-            if failure.check(TimeoutError, CancelledError):
-                raise LookupFailed(TIMEOUT, f"no answer within {timeout:g}s") from None
             if failure.check(LookupFailed):
                 return failure
+            if failure.check(TimeoutError, CancelledError):
+                raise LookupFailed(TIMEOUT, f"no answer within {timeout:g}s") from None
             raise LookupFailed(
                 FAILED, f"{type(failure.value).__name__}: {_first_line(failure.value)}"
             )

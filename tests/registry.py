@@ -236,7 +236,7 @@ def start_registry(
     # YAML is a superset of JSON: the registry reads this as its config.
     path = directory / "config.yml"
     path.write_text(json.dumps(config, indent=2))
-    log = open(directory / "registry.log", "wb")  # noqa: SIM115 (the process keeps it)
+    log = open(directory / "registry.log", "wb")
     process = subprocess.Popen(
         [_binary("docker-registry"), "serve", str(path)],
         stdin=subprocess.DEVNULL,
