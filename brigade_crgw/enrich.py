@@ -13,9 +13,10 @@ from collections.abc import Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import Any
 
+from . import brigade
 from .brigade import Project, ulid
 from .events import ImageEvent
-from .lookup import ImageFacts
+from .lookup import ImageFacts, Result
 
 TAGS_KEY = "crGatewayTags"
 ONE_BUILD_PER_DIGEST_KEY = "crGatewayOneBuildPerDigest"
@@ -108,3 +109,52 @@ def annotate(payload: bytes, value: Mapping[str, Any]) -> bytes:
     head = text[:-1]
     joint = b"," if doc else b""
     return head + joint + added + b"}" + payload[len(text) :]
+
+
+def filter_tags(
+    project: Project, events: Sequence[ImageEvent]
+) -> tuple[list[ImageEvent], list[str]]:
+    """The events the project's ``crGatewayTags`` let through, and why the
+    others were left out."""
+    patterns = tag_patterns(project)
+    kept, reasons = [], []
+    for event in events:
+        reason = tag_refusal(event.tag, patterns)
+        if reason:
+            reasons.append(reason)
+        else:
+            kept.append(event)
+    return kept, reasons
+
+
+def build_secrets(
+    project: Project,
+    events: Sequence[ImageEvent],
+    results: Sequence[Result] | None,
+    commit: str,
+    annotate_payload: bool,
+) -> list[dict[str, object]]:
+    """The build Secrets for ``events``, with what their lookups found.
+
+    :param results: one lookup result per event, or None when lookups are off.
+    :returns: one Secret per distinct build: under
+        ``crGatewayOneBuildPerDigest`` pushes of one digest share one.
+    """
+    per_digest = one_build_per_digest(project)
+    secrets: dict[str, dict[str, object]] = {}
+    for i, event in enumerate(events):
+        result = results[i] if results is not None else None
+        facts = result.facts if result is not None else None
+        digest = event.digest or (facts.digest if facts else "")
+        if per_digest and digest:
+            build = digest_build_id(project, digest)
+        else:
+            build = brigade.build_id(project, event, commit)
+        payload = None
+        if annotate_payload:
+            outcome = result.outcome if result is not None else "off"
+            payload = annotate(event.payload, normalised(event, facts, outcome))
+        secret = brigade.build_secret(project, event, build, commit, facts, payload)
+        name = str(secret["metadata"]["name"])  # type: ignore[index]
+        secrets.setdefault(name, secret)
+    return list(secrets.values())
