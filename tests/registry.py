@@ -394,3 +394,61 @@ def hanging_server() -> tuple[socket.socket, int]:
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     return listener, listener.getsockname()[1]
+
+
+class OversizedRegistry:
+    """A loopback server that answers like a registry but serves a manifest
+    larger than ``size`` for every tag (docker-registry itself refuses to
+    store or serve one over 4 MiB, so a hostile or broken registry is played
+    by this)."""
+
+    def __init__(self, size: int) -> None:
+        body = json.dumps({"schemaVersion": 2, "pad": "x" * size}).encode()
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        self.requests: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, with_body: bool) -> None:
+                outer.requests.append(f"{self.command} {self.path}")
+                self.send_response(200)
+                self.send_header("Content-Type", OCI_MANIFEST)
+                self.send_header("Docker-Content-Digest", digest)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if with_body:
+                    try:
+                        self.wfile.write(body)
+                    except OSError:
+                        pass  # the client hung up, as it should
+
+            def do_HEAD(self) -> None:
+                self._answer(False)
+
+            def do_GET(self) -> None:
+                self._answer(True)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def dockerconfigjson(name: str, host: str, username: str, password: str) -> dict[str, Any]:
+    """A kubernetes.io/dockerconfigjson Secret, as ``kubectl create secret
+    docker-registry`` writes it."""
+    auth = base64.b64encode(f"{username}:{password}".encode()).decode()
+    config = {"auths": {host: {"username": username, "password": password, "auth": auth}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": name},
+        "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()},
+    }

@@ -158,3 +158,31 @@ def test_annotate_any_object(doc: dict[str, object], trailing: str) -> None:
     doc.pop("brigade_crgw", None)
     parsed.pop("brigade_crgw", None)
     assert parsed == doc
+
+
+def test_same_shape_for_every_registry() -> None:
+    """Every registry's documented push, decoded and built with
+    annotate_payload, carries the same brigade_crgw keys, and its payload is
+    otherwise what it was."""
+    from pathlib import Path
+
+    from brigade_crgw import registries
+
+    payloads = Path(__file__).resolve().parent / "payloads"
+    shapes: dict[str, set[frozenset[str]]] = {}
+    for path in sorted(payloads.glob("*/*.json")):
+        try:
+            delivery = registries.decode(path.read_bytes(), {}, path.parent.name)
+        except registries.PayloadError:
+            continue
+        for event in [e for e in delivery.events if e.action == "image_push"]:
+            [secret] = enrich.build_secrets(_project(), [event], None, "", True)
+            doc = json.loads(decoded(secret)["payload"])
+            if not isinstance(doc, dict):
+                continue
+            value = doc.pop(enrich.ANNOTATION_KEY)
+            assert doc == json.loads(event.payload)
+            assert value["registry"] == delivery.registry and value["lookup"] == "off"
+            shapes.setdefault(delivery.registry, set()).add(frozenset(value))
+    assert len(shapes) >= 10, sorted(shapes)
+    assert len({shape for found in shapes.values() for shape in found}) == 1
