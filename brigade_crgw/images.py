@@ -14,13 +14,16 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, Protocol
 
 import attr
+from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import Logger
 
 from . import lookup
 from .brigade import Project
+from .config import Config
 from .enrich import PULL_SECRET_KEY
 from .events import ImageEvent
 
@@ -117,3 +120,19 @@ def _image(event: ImageEvent) -> str:
     if event.digest:
         image += f"@{event.digest}"
     return image
+
+
+def create(config: Config, reactor: Any, secrets: SecretReader) -> ImageLookup | None:
+    """The production lookups, or None when ``[registry] hosts`` is empty:
+    then nothing is looked up and no outbound connection is ever made."""
+    endpoints = config.registry_endpoints()
+    if not endpoints:
+        return None
+    client = lookup.RegistryClient.create(endpoints, reactor)
+    lookups = lookup.Lookups(client, partial(blockingCallFromThread, reactor))
+    log.info(
+        "registry lookups on {hosts}, {timeout:g}s per webhook",
+        hosts=" ".join(f"{host}={url}" for host, url in endpoints.items()),
+        timeout=config.timeout,
+    )
+    return ImageLookup(lookups, secrets, config.timeout, config.pull_secret)

@@ -116,3 +116,25 @@ def test_unlisted_host_reads_no_secret() -> None:
     assert result.outcome == lookup.UNLISTED and reads == []
     _images(store).look_up(_project(crGatewayPullSecret="good"), [EVENT, EVENT])
     assert reads == ["good"]  # once per webhook
+
+
+def test_no_hosts_no_lookups() -> None:
+    """With [registry] hosts empty there is no lookup collaborator at all; with
+    hosts, one whose client knows exactly those endpoints."""
+    from twisted.internet.testing import MemoryReactorClock
+
+    from brigade_crgw import images
+    from brigade_crgw.config import Config
+
+    reactor = MemoryReactorClock()
+    assert images.create(Config.from_string("", {}), reactor, MemoryStore()) is None
+    config = Config.from_string(
+        "[registry]\nhosts = docker.io ghcr.io\nendpoints = ghcr.io=http://127.0.0.1:9\n", {}
+    )
+    made = images.create(config, reactor, MemoryStore())
+    assert made is not None
+    assert dict(made.lookups.client.endpoints) == {
+        "docker.io": "https://registry-1.docker.io",
+        "ghcr.io": "http://127.0.0.1:9",
+    }
+    assert reactor.tcpClients == []  # nothing is contacted before a webhook asks
