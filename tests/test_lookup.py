@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -552,3 +554,26 @@ def test_address_kinds() -> None:
     assert lookup.address_kind("fe80::1%eth0") == "link-local"
     assert lookup.address_kind("224.0.0.1") == "special"
     assert lookup.address_kind("::ffff:10.0.0.1") == "private"
+
+
+@given(st.text(max_size=200))
+def test_challenge_parser_never_raises(header: str) -> None:
+    """Any WWW-Authenticate text parses to a scheme and string parameters."""
+    scheme, params = lookup.parse_challenge(header)
+    assert isinstance(scheme, str) and all(isinstance(v, str) for v in params.values())
+
+
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_dockerconfigjson_never_raises(raw: bytes) -> None:
+    """Any bytes read as a dockerconfigjson give a (perhaps empty) mapping of credentials."""
+    found = lookup.read_dockerconfigjson(raw)
+    assert all(isinstance(c, lookup.Credential) for c in found.values())
+
+
+@given(st.text(max_size=40), st.text(max_size=80), st.text(max_size=40), st.text(max_size=80))
+def test_reference_only_from_grammar(host: str, repository: str, tag: str, digest: str) -> None:
+    """Whatever a payload holds, a reference is None or made of URL-safe parts only."""
+    reference = lookup.usable_reference(host, repository, tag, digest)
+    if reference is not None:
+        for part in (reference.repository, reference.tag, reference.digest):
+            assert not set(part) & set("?#%\\ \t\n") and ".." not in part
