@@ -328,7 +328,7 @@ class RegistryClient:
 
         def timed_out(result: Any, after: float) -> Any:
             # Whatever the cancelled request failed with, the cause is the time.
-            raise LookupFailed(TIMEOUT, f"no answer within {after:g}s")
+            raise LookupFailed(TIMEOUT, f"no answer within {after:.1f}s")
 
         d.addTimeout(timeout, self.clock, onTimeoutCancel=timed_out)
 

@@ -440,11 +440,15 @@ class OversizedRegistry:
         self.httpd.server_close()
 
 
-def dockerconfigjson(name: str, host: str, username: str, password: str) -> dict[str, Any]:
+def dockerconfigjson(
+    name: str, hosts: str | Sequence[str], username: str, password: str
+) -> dict[str, Any]:
     """A kubernetes.io/dockerconfigjson Secret, as ``kubectl create secret
-    docker-registry`` writes it."""
+    docker-registry`` writes it, with one credential for ``hosts``."""
     auth = base64.b64encode(f"{username}:{password}".encode()).decode()
-    config = {"auths": {host: {"username": username, "password": password, "auth": auth}}}
+    entry = {"username": username, "password": password, "auth": auth}
+    names = [hosts] if isinstance(hosts, str) else list(hosts)
+    config = {"auths": {host: entry for host in names}}
     return {
         "apiVersion": "v1",
         "kind": "Secret",

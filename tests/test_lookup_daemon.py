@@ -86,7 +86,12 @@ def world(namespace: Namespace, tmp_path_factory: pytest.TempPathFactory) -> Ite
         core = namespace.plane.core
         core.create_namespaced_secret(
             namespace.name,
-            R.dockerconfigjson("crgw-pull", "https://index.docker.io/v1/", R.USER, R.PASSWORD),
+            R.dockerconfigjson(
+                "crgw-pull",
+                ["https://index.docker.io/v1/", "registry.example.com:5000"],
+                R.USER,
+                R.PASSWORD,
+            ),
         )
         core.create_namespaced_secret(
             namespace.name, R.dockerconfigjson("crgw-wrong", "docker.io", R.USER, "not-it")
