@@ -147,6 +147,36 @@ def matches(tokens: list[bytes], presented: Presented) -> str | None:
     return found
 
 
+def screen(policy: Policy, data: Mapping[str, str] | None, presented: Presented) -> None:
+    """Judge a request before its body is read: refuse it when no body could
+    make it acceptable.
+
+    An unknown project, a project without a token (under ``always``), and
+    plain credentials that match no token with no signature header beside
+    them are refused as :func:`authorise` would.  Only a request carrying a
+    signature needs its body to be judged; :func:`authorise` then judges it
+    whole.  ``presented.body`` is not looked at.
+
+    :raises Unauthorized: as :func:`authorise` does.
+    """
+    if data is None:
+        raise Unauthorized(INVALID)
+    tokens = project_tokens(data, policy.token_keys)
+    if not tokens:
+        authorise(policy, data, presented)
+        return
+    empty = attr.evolve(presented, body=b"")
+    plain = matches(tokens, attr.evolve(empty, headers=_without_signatures(presented.headers)))
+    if plain is None and not any(header in presented.headers for _, header, _, _ in _SIGNATURES):
+        raise Unauthorized(INVALID)
+
+
+def _without_signatures(headers: Mapping[str, str]) -> dict[str, str]:
+    # X-JFrog-Event-Auth is both a plain token and a signature: keep it.
+    signed = {header for _, header, _, _ in _SIGNATURES} - {"x-jfrog-event-auth"}
+    return {name: value for name, value in headers.items() if name not in signed}
+
+
 def authorise(policy: Policy, data: Mapping[str, str] | None, presented: Presented) -> str:
     """Decide whether ``presented`` may trigger the project whose data is ``data``.
 

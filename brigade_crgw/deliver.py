@@ -16,10 +16,9 @@ from typing import Any, Protocol
 import attr
 from twisted.logger import Logger
 
-from . import auth, brigade, enrich, registries
+from . import auth, brigade, registries
 from .config import WHEN_CONFIGURED, Config
 from .events import ImageEvent
-from .images import ImageLookup
 from .kube import SecretStore, StoreRejected, StoreUnavailable
 
 log = Logger()
@@ -112,13 +111,11 @@ class Pipeline:
     :param config: the gateway's configuration.
     :param projects: where projects are read (a :class:`ProjectCache` or the store).
     :param store: where builds are created.
-    :param images: registry lookups, or None when ``[registry] hosts`` is empty.
     """
 
     config: Config
     projects: ProjectReader
     store: SecretStore
-    images: ImageLookup | None = None
     policy: auth.Policy = attr.ib(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -165,18 +162,38 @@ class Pipeline:
                     f"builds are made for {', '.join(sorted(self.config.event_types))}",
                 },
             )
-        chosen, filtered = enrich.filter_tags(project, chosen)
-        if not chosen:
-            return Outcome(200, {"status": "ignored", "reason": "; ".join(dict.fromkeys(filtered))})
-        looked = self.images.look_up(project, chosen) if self.images is not None else None
-        commit = webhook.target.commit
-        annotate = self.config.annotate_payload
-        self._create(enrich.build_secrets(project, chosen, looked, commit, annotate), trace)
+        secrets = [
+            brigade.build_secret(
+                project,
+                event,
+                brigade.build_id(project, event, webhook.target.commit),
+                webhook.target.commit,
+            )
+            for event in chosen
+        ]
+        self._create(secrets, trace)
         return Outcome(200, {"status": "Success", "builds": list(trace.builds)})
 
-    def _authorised_project(self, webhook: Webhook, trace: Trace) -> brigade.Project:
-        """The project the URL names, if the sender may trigger it."""
-        project_id = brigade.project_id(webhook.target.project)
+    def screen(
+        self, target: Target, headers: Mapping[str, str], query_token: str | None, trace: Trace
+    ) -> None:
+        """Judge a webhook by its URL and headers, before its body is read:
+        the project must exist and, unless only a signature over the body can
+        tell, the credentials must be right.  Blocks: run it on a pool thread.
+
+        :raises Refusal: what :meth:`deliver` would answer (401, 404, 503).
+        """
+        project = self._project(target, trace)
+        presented = auth.Presented(headers, query_token, b"")
+        try:
+            auth.screen(self.policy, project.data if project else None, presented)
+        except auth.Unauthorized as e:
+            raise _unauthorized(e, trace.project) from None
+
+    def _project(self, target: Target, trace: Trace) -> brigade.Project | None:
+        """The project the URL names, or None (refused at once when the
+        policy says that an unknown project is a 404)."""
+        project_id = brigade.project_id(target.project)
         trace.project = project_id
         project = None
         # A name already starting with brigade- is taken as an ID, and may not
@@ -188,20 +205,21 @@ class Pipeline:
                 raise _store_failed("reading the project", e) from None
         if project is None and self.policy.require == WHEN_CONFIGURED:
             raise Refusal(404, "project not found")
+        return project
+
+    def _authorised_project(self, webhook: Webhook, trace: Trace) -> brigade.Project:
+        """The project the URL names, if the sender may trigger it."""
+        project = self._project(webhook.target, trace)
         presented = auth.Presented(webhook.headers, webhook.query_token, webhook.body)
         try:
             method = auth.authorise(self.policy, project.data if project else None, presented)
         except auth.Unauthorized as e:
-            if e.note:
-                log.warn("project {project}: {note}", project=project_id, note=e.note)
-            raise Refusal(
-                401, "unauthorized", str(e), {"WWW-Authenticate": 'Bearer realm="brigade-crgw"'}
-            ) from None
+            raise _unauthorized(e, trace.project) from None
         if method == "none":
             log.warn(
                 "project {project} has no token: anyone can trigger it "
                 "([auth] require = when-configured)",
-                project=project_id,
+                project=trace.project,
             )
         assert project is not None
         return project
@@ -232,6 +250,15 @@ def merged(events: Iterable[ImageEvent]) -> list[ImageEvent]:
             seen.add(key)
             kept.append(event)
     return kept
+
+
+def _unauthorized(error: auth.Unauthorized, project_id: str) -> Refusal:
+    # Every sender is told the same; the operator may be told more.
+    if error.note:
+        log.warn("project {project}: {note}", project=project_id, note=error.note)
+    return Refusal(
+        401, "unauthorized", str(error), {"WWW-Authenticate": 'Bearer realm="brigade-crgw"'}
+    )
 
 
 def _store_failed(doing: str, error: StoreUnavailable) -> Refusal:

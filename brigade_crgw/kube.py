@@ -17,13 +17,16 @@ pool, so every call opened a new TLS connection.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import quote
 
 import attr
 import urllib3
+import yaml
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
@@ -52,13 +55,6 @@ class SecretStore(Protocol):
         :raises StoreUnavailable: when Kubernetes cannot say.
         """
 
-    def get_secret(self, name: str) -> dict[str, Any] | None:
-        """Any Secret of the namespace as the API returns it (``type``, base64
-        ``data``), or None when there is none (a pull secret).
-
-        :raises StoreUnavailable: when Kubernetes cannot say.
-        """
-
     def create_build(self, secret: Mapping[str, Any]) -> bool:
         """Create the build Secret; True if it was created, False if a Secret
         of that name already existed (a redelivery).
@@ -66,6 +62,44 @@ class SecretStore(Protocol):
         :raises StoreUnavailable: when Kubernetes did not take it.
         :raises StoreRejected: when Kubernetes refused it as invalid.
         """
+
+
+# Kubeconfig keys that name files, by section, and their inline forms (-data).
+_FILE_KEYS = {
+    "clusters": ("cluster", ("certificate-authority",)),
+    "users": ("user", ("client-certificate", "client-key", "tokenFile")),
+}
+
+
+def _files_in_memory(path: str) -> dict[str, Any]:
+    """The kubeconfig at ``path``, with inline certificates and keys moved to
+    in-memory files.
+
+    The kubernetes client writes a kubeconfig's ``certificate-authority-data``
+    (and client certificate and key) to temporary files, which fails on a
+    read-only root filesystem.  Here they become anonymous memory files
+    (``memfd_create``), named ``/proc/self/fd/N``; relative file names are
+    resolved against the kubeconfig's directory, as the client would.
+    """
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f)
+    if not isinstance(doc, dict):
+        raise ConfigException(f"{path} is not a kubeconfig")
+    base = os.path.dirname(os.path.abspath(path))
+    for section, (kind, keys) in _FILE_KEYS.items():
+        for entry in doc.get(section) or []:
+            item = entry.get(kind) if isinstance(entry, dict) else None
+            if not isinstance(item, dict):
+                continue
+            for key in keys:
+                data = item.pop(f"{key}-data", None)
+                if data:
+                    fd = os.memfd_create(key)
+                    os.write(fd, base64.standard_b64decode(data))
+                    item[key] = f"/proc/self/fd/{fd}"
+                elif item.get(key):
+                    item[key] = os.path.join(base, os.path.expanduser(item[key]))
+    return doc
 
 
 def load_api_client(kubeconfig: str = "", context: str = "", threads: int = 8) -> client.ApiClient:
@@ -77,7 +111,9 @@ def load_api_client(kubeconfig: str = "", context: str = "", threads: int = 8) -
     configuration = client.Configuration()
     try:
         if kubeconfig:
-            config.load_kube_config(kubeconfig, context or None, configuration)
+            config.load_kube_config_from_dict(
+                _files_in_memory(kubeconfig), context or None, configuration, persist_config=False
+            )
         else:
             try:
                 config.load_incluster_config(configuration)
@@ -125,11 +161,7 @@ class KubeStore:
         object.__setattr__(self, "_timeout", urllib3.Timeout(total=self.timeout))
 
     def get_project(self, project_id: str) -> Project | None:
-        secret = self.get_secret(project_id)
-        return None if secret is None else Project.from_secret(project_id, secret)
-
-    def get_secret(self, name: str) -> dict[str, Any] | None:
-        status, body = self._call("GET", f"{self._secrets}/{quote(name, safe='')}")
+        status, body = self._call("GET", f"{self._secrets}/{quote(project_id, safe='')}")
         if status == 404:
             return None
         if status != 200:
@@ -140,7 +172,7 @@ class KubeStore:
             raise StoreUnavailable("the API server answered something that is not JSON") from None
         if not isinstance(secret, dict):
             raise StoreUnavailable("the API server answered something that is not a Secret")
-        return secret
+        return Project.from_secret(project_id, secret)
 
     def create_build(self, secret: Mapping[str, Any]) -> bool:
         status, body = self._call("POST", self._secrets, json.dumps(secret).encode("utf-8"))

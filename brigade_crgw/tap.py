@@ -27,13 +27,19 @@ from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
-from . import images
 from .config import Config, ConfigError
 from .deliver import Pipeline
 from .kube import KubeStore, StoreConfigError, load_api_client
 from .projects import ProjectCache
 from .readiness import Readiness
-from .server import InFlight, access_log_formatter, bounded_request
+from .server import (
+    BodyBudget,
+    ConnectionLimit,
+    InFlight,
+    access_log_formatter,
+    bounded_request,
+    raise_open_files,
+)
 from .web import Gateway
 
 log = Logger()
@@ -178,16 +184,16 @@ def makeService(options: Options, reactor: Any = reactor) -> IService:
     )
     run = partial(deferToThreadPool, reactor, pool)
     readiness = Readiness(store.check_access, run, reactor, config.request_timeout)
-    lookups = images.create(config, reactor, store)
-    gateway = Gateway(
-        Pipeline(config, projects, store, lookups), run, in_flight, ready=readiness.state
-    )
-    if lookups is not None:
-        lookups.lookups.record = gateway.metrics.record_lookup
+    gateway = Gateway(Pipeline(config, projects, store), run, in_flight, ready=readiness.state)
     site = Site(
         gateway.app.resource(),
         requestFactory=bounded_request(
-            config.max_body_bytes, config.read_timeout, reactor, in_flight
+            config.max_body_bytes,
+            config.read_timeout,
+            reactor,
+            in_flight,
+            screen=gateway.screen,
+            budget=BodyBudget(config.max_buffered_bytes),
         ),
         parsePOSTFormSubmission=False,
         # Idle connections (and senders that stall) are closed after this.
@@ -206,7 +212,11 @@ def makeService(options: Options, reactor: Any = reactor) -> IService:
     CleanExitOnTerm(reactor).setServiceParent(top)
     ThreadPoolService(pool, in_flight, reactor).setServiceParent(top)
     readiness.setServiceParent(top)
-    StreamServerEndpointService(serverFromString(reactor, config.listen), site).setServiceParent(
-        top
-    )
+    # Open connections are bounded here; the file limit must not bind first
+    # (room is left for the Kubernetes connections, the log and the pool).
+    raise_open_files(config.max_connections + config.threads + 64)
+    listening = ConnectionLimit(site, config.max_connections)
+    StreamServerEndpointService(
+        serverFromString(reactor, config.listen), listening
+    ).setServiceParent(top)
     return top

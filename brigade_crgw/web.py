@@ -17,9 +17,11 @@ from urllib.parse import unquote_to_bytes
 
 import attr
 from klein import Klein
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import parse_qs
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
@@ -85,7 +87,7 @@ def parse_target(raw_path: bytes, route: str, query_commit: str | None) -> Targe
         )
     names, commit_parts = rest[:n], rest[n:]
     for name in names:
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise Refusal(
                 400,
                 "bad request",
@@ -96,7 +98,7 @@ def parse_target(raw_path: bytes, route: str, query_commit: str | None) -> Targe
         if commit and query_commit != commit:
             raise Refusal(400, "bad request", "the commit is given twice, differently")
         commit = query_commit
-    if commit and not _COMMIT.match(commit):
+    if commit and not _COMMIT.fullmatch(commit):
         raise Refusal(400, "bad request", "the commit is not a valid commit-ish")
     return Target(project="/".join(names), commit=commit)
 
@@ -208,6 +210,54 @@ class Gateway:
             request.setHeader("WebHook-Allowed-Rate", "*")
         return b""
 
+    def screen(self, method: bytes, uri: bytes, headers: Headers) -> Deferred[Refusal | None]:
+        """Judge a request on its headers, before its body is read (see
+        :class:`~brigade_crgw.server.BoundedRequest`): a webhook whose
+        project does not exist, or whose credentials in the URL or a header
+        are wrong, is refused without its body ever being held.  Fires with
+        the refusal to send (already logged and counted), or None to read
+        the body; anything that is not a webhook is left to the routes.
+        """
+        path, _, query = uri.partition(b"?")
+        route = unquote_to_bytes(path.split(b"/")[2]) if path.count(b"/") >= 3 else b""
+        if method != b"POST" or route not in (b"webhook", b"dockerhub"):
+            return succeed(None)
+        started = self.clock()
+        trace = Trace()
+        try:
+            target = parse_target(path, route.decode(), None)
+            tokens = parse_qs(query, 1).get(b"token")
+            token = tokens[0].decode("utf-8") if tokens else None
+        except (Refusal, UnicodeDecodeError):
+            # The whole request is refused later, with its reason.
+            return succeed(None)
+        try:
+            # The screen is work on the pool: it holds a slot while it runs,
+            # and past max_in_flight the webhook is refused before any lookup.
+            self.in_flight.enter()
+        except Refusal as refusal:
+            self._log(refusal.code, trace, started, refusal.reason)
+            return succeed(refusal)
+        lowered = {
+            name.decode("latin-1").lower(): values[0].decode("latin-1")
+            for name, values in headers.getAllRawHeaders()
+        }
+        work = self.run(self.pipeline.screen, target, lowered, token, trace)
+
+        def judged(result: object) -> Refusal | None:
+            self.in_flight.leave()
+            if isinstance(result, Failure):
+                if not result.check(Refusal):
+                    log.failure("screening a webhook failed", result)
+                    return None
+                refusal = result.value
+                assert isinstance(refusal, Refusal)
+                self._log(refusal.code, trace, started, refusal.reason or refusal.status)
+                return refusal
+            return None
+
+        return work.addBoth(judged)
+
     @app.route("/events/<any(webhook, dockerhub):route>/<path:rest>", methods=["POST"])
     async def webhook(self, request: Request, route: str, rest: str) -> bytes:
         started = self.clock()
@@ -269,6 +319,12 @@ class Gateway:
 
     def _refuse(self, request: IRequest, refusal: Refusal, trace: Trace, started: float) -> bytes:
         self._log(refusal.code, trace, started, refusal.reason or refusal.status)
+        # A refused sender keeps no connection open (and no max_connections
+        # slot): the answer ends it.
+        request.setHeader("Connection", "close")
+        channel = getattr(request, "channel", None)
+        if channel is not None and hasattr(channel, "persistent"):
+            channel.persistent = False
         return write_json(request, refusal.code, refusal.body(), refusal.headers)
 
     def _log(self, code: int, trace: Trace, started: float, reason: str = "") -> None:
