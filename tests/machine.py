@@ -16,6 +16,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import attr
@@ -179,9 +180,8 @@ def boot(rootfs: Path, console: Path, binds: dict[Path, str], timeout: float = 6
     return machine
 
 
-def wait_for(predicate: object, timeout: float = 30, interval: float = 0.2) -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float = 30, interval: float = 0.2) -> None:
     """Poll ``predicate()`` until true; MachineError when it never is."""
-    assert callable(predicate)
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
