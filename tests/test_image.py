@@ -231,11 +231,16 @@ def container(
 def test_read_only_container_makes_builds(
     container: tuple[gateway_process.Daemon, Proxy], namespace: Namespace
 ) -> None:
-    """Read-only, as the chart runs it, the image answers /healthz, turns a
-    webhook into a build Secret that exists when the 200 arrives, serves
-    /metrics, and starts without trying to write its plugin cache."""
+    """Read-only, as the chart runs it, the image answers /healthz and
+    /readyz, turns a webhook into a build Secret that exists when the 200
+    arrives, serves /metrics, and starts without trying to write its plugin
+    cache."""
     gateway, _ = container
     assert gateway.request("GET", "/healthz").status == 200
+    deadline = time.monotonic() + 15
+    while gateway.request("GET", "/readyz").status != 200:
+        assert time.monotonic() < deadline, gateway.log()
+        time.sleep(0.3)
     before = builds(namespace)
     answer = gateway.post("/events/webhook/acme/app", fresh(DOCKERHUB, 3000), BEARER)
     assert answer.status == 200, answer.body

@@ -19,11 +19,16 @@ import yaml
 from kubernetes import client
 
 from brigade_crgw.config import _SCHEMA, Config
-from devtools import helm, kubectl
+from devtools import helm, image, kubectl
 from devtools.plane import PlaneError
 
+from . import daemon as gateway_process
 from .conftest import Cluster, Namespace
-from .daemon import ROOT
+from .daemon import ROOT, free_port
+from .factories import TOKEN, project_secret
+
+DOCKERHUB = (ROOT / "tests" / "payloads" / "dockerhub" / "push-docs.json").read_bytes()
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 CHART = ROOT / "charts" / "brigade-crgw"
 README = (ROOT / "README.rst").read_text()
@@ -403,3 +408,188 @@ def test_readme_helm_path(
             assert review.status.allowed is allowed, (verb, review.status)
     finally:
         run(["helm", "uninstall", "brigade-crgw", "--namespace", ns], env=env)
+
+
+# --- the chart's pod, run as a kubelet would run it ----------------------------------
+
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def pod_to_podman(
+    pod: dict[str, Any],
+    name: str,
+    files: Path,
+    config_maps: dict[str, dict[str, str]],
+    service_account: dict[str, bytes],
+    server: str,
+) -> list[str]:
+    """``podman run`` arguments that run ``pod`` (a stored Deployment's pod
+    template, as JSON) the way a kubelet would: its user and groups, its
+    container's security context, its volumes (ConfigMaps as read-only
+    files, emptyDirs as directories the pod's fsGroup owns), the projected
+    ServiceAccount token and the in-cluster environment.  A field this
+    function does not know fails the test, so the chart cannot grow one
+    that goes untried here."""
+    spec = pod["spec"]
+    known = {"serviceAccountName", "securityContext", "containers", "volumes"}
+    known |= {"terminationGracePeriodSeconds", "restartPolicy", "dnsPolicy", "schedulerName"}
+    known |= {"serviceAccount"}  # the API server's deprecated copy of serviceAccountName
+    assert set(spec) <= known, set(spec) - known
+    (container,) = spec["containers"]
+    pod_security = spec["securityContext"]
+    security = container["securityContext"]
+    argv = ["--name", name, *RUN_OPTIONS_NO_USER]
+    argv += ["--user", f"{pod_security['runAsUser']}:{pod_security['runAsGroup']}"]
+    argv += ["--group-add", str(pod_security["fsGroup"])]
+    assert pod_security["runAsNonRoot"] and pod_security["runAsUser"] != 0
+    assert pod_security["seccompProfile"] == {"type": "RuntimeDefault"}  # podman's default
+    assert security == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }, security  # RUN_OPTIONS_NO_USER: --read-only, --cap-drop ALL, no-new-privileges
+    host, port = server.removeprefix("https://").rsplit(":", 1)
+    env = {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port}
+    for variable in container["env"]:
+        env[variable["name"]] = variable["value"]
+    for key, value in env.items():
+        argv += ["--env", f"{key}={value}"]
+    accounts = files / "serviceaccount"
+    accounts.mkdir()
+    for filename, content in service_account.items():
+        (accounts / filename).write_bytes(content)
+        (accounts / filename).chmod(0o644)
+    argv += ["--volume", f"{accounts}:{SERVICE_ACCOUNT_DIR}:ro"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    for mount in container["volumeMounts"]:
+        volume = volumes.pop(mount["name"])
+        where = files / mount["name"]
+        where.mkdir()
+        if "configMap" in volume:
+            assert mount.get("readOnly") is True
+            config_map = volume["configMap"]["name"]
+            for filename, content in config_maps[config_map].items():
+                (where / filename).write_text(content)
+                (where / filename).chmod(0o644)
+            argv += ["--volume", f"{where}:{mount['mountPath']}:ro"]
+        else:
+            # As the kubelet makes an emptyDir: world-writable, the fsGroup's.
+            assert set(volume) == {"name", "emptyDir"}, volume
+            os.chown(where, 0, pod_security["fsGroup"])
+            where.chmod(0o777)
+            argv += ["--volume", f"{where}:{mount['mountPath']}"]
+    assert not volumes, f"volumes never mounted: {volumes}"
+    argv += [container["image"], *container["args"]]
+    return argv
+
+
+RUN_OPTIONS_NO_USER = (
+    "--runtime",
+    "runc",
+    "--read-only",
+    "--network",
+    "host",
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+    "--ulimit",
+    "nofile=4096:4096",
+    "--ulimit",
+    "nproc=1024:1024",
+)
+
+
+@pytest.fixture(scope="module")
+def built() -> str:
+    """This tree's image, built (or found up to date) as `make image` does."""
+    try:
+        return image.build()
+    except image.ImageError as e:
+        pytest.fail(f"the image could not be built: {e}", pytrace=False)
+
+
+@pytest.mark.integration
+def test_the_charts_pod_runs(
+    plane: Cluster, built: str, other_namespace: str, tools: dict[str, str], tmp_path: Path
+) -> None:
+    """The image runs as the installed chart's pod template says (non-root,
+    read-only root, no capabilities, the ConfigMap's ini, the emptyDirs, the
+    release's ServiceAccount token in-cluster): its readiness and liveness
+    probes pass, a webhook makes a build with the chart's RBAC, and stopping
+    it within the grace period exits 0."""
+    ns = other_namespace
+    port = free_port()
+    repository, tag = built.rsplit(":", 1)
+    values = {
+        "image": {"repository": repository, "tag": tag},
+        "containerPort": port,
+        "config": {"server": {"listen": f"tcp:{port}:interface=127.0.0.1"}},
+    }
+    env = {**os.environ, **tools}
+    chart_values = values_file(tmp_path, values)
+    run(["helm", "install", "gw", str(CHART), "-n", ns, "--values", str(chart_values)], env=env)
+    container = f"brigade-crgw-pod-{uuid.uuid4().hex[:8]}"
+    try:
+        apps = client.AppsV1Api(plane.api)
+        stored = apps.read_namespaced_deployment("gw-brigade-crgw", ns)
+        pod = plane.api.sanitize_for_serialization(stored)["spec"]["template"]
+        config_maps = {
+            item.metadata.name: item.data
+            for item in plane.core.list_namespaced_config_map(ns).items
+            if item.data and "brigade-crgw.ini" in item.data
+        }
+        account = pod["spec"]["serviceAccountName"]
+        token = plane.core.create_namespaced_service_account_token(
+            account, ns, {"spec": {"expirationSeconds": 3600}}
+        ).status.token
+        files = tmp_path / "pod"
+        files.mkdir()
+        argv = pod_to_podman(
+            pod,
+            container,
+            files,
+            config_maps,
+            {
+                "token": token.encode(),
+                "ca.crt": Path(plane.api.configuration.ssl_ca_cert).read_bytes(),
+                "namespace": ns.encode(),
+            },
+            plane.api.configuration.host,
+        )
+        log_path = tmp_path / "pod.log"
+        process = subprocess.Popen(
+            ["podman", "run", *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        gateway = gateway_process.Daemon(process, port, log_path)
+        (spec,) = pod["spec"]["containers"]
+        ready, live = (
+            spec["readinessProbe"]["httpGet"]["path"],
+            spec["livenessProbe"]["httpGet"]["path"],
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, gateway.log()
+            try:
+                if gateway.request("GET", ready, timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"never ready:\n{gateway.log()}"
+            time.sleep(0.3)
+        assert gateway.request("GET", live).status == 200
+        plane.core.create_namespaced_secret(ns, project_secret("acme/app"))
+        answer = gateway.post("/events/webhook/acme/app", DOCKERHUB, BEARER)
+        assert answer.status == 200, answer.body
+        (build,) = answer.json()["builds"]
+        assert plane.core.read_namespaced_secret(build, ns).type == "brigade.sh/build"
+        grace = str(pod["spec"]["terminationGracePeriodSeconds"])
+        subprocess.run(["podman", "stop", "--time", grace, container], check=True, timeout=60)
+        assert process.wait(30) == 0, gateway.log()
+        assert "Traceback" not in gateway.log() and "plugin cache" not in gateway.log()
+    finally:
+        subprocess.run(["podman", "rm", "--force", container], capture_output=True)
+        run(["helm", "uninstall", "gw", "-n", ns], env=env)
