@@ -27,6 +27,9 @@ setup(
             "mypy==2.4.1",
             "mypy-zope==1.0.17",
             "docutils>=0.20",
+            # The registry fixtures: htpasswd hashes, and the token server's key and JWTs.
+            "bcrypt>=4",
+            "cryptography>=42",
         ],
         # make bench: the plot and the profiler (wrk itself comes from Debian).
         "bench": ["matplotlib>=3.7", "py-spy>=0.3.14"],

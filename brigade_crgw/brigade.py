@@ -18,6 +18,7 @@ import attr
 
 from . import text
 from .events import ImageEvent
+from .lookup import ImageFacts, is_commit_sha
 
 PROJECT_TYPE = "brigade.sh/project"
 BUILD_TYPE = "brigade.sh/build"
@@ -123,39 +124,63 @@ _MAX_HOST = 260
 _MAX_PUSHER = 255
 
 
-def short_title(event: ImageEvent) -> str:
-    """``acme/app:v1``, or ``acme/app@sha256:0123456789ab`` for a push by digest.
+def short_title(event: ImageEvent, facts: ImageFacts | None = None) -> str:
+    """``acme/app:v1``, or ``acme/app@sha256:0123456789ab`` for a push by digest;
+    ``acme/app:v1@sha256:0123456789ab`` when a lookup found the tag's digest.
 
     What the payload says is shown safely: control characters escaped, and a
     repository or tag longer than registries allow cut, with the cut marked
     (see :mod:`brigade_crgw.text`).
     """
     repository = text.repository(event.repository) or "(unknown repository)"
+    digest = text.printable(short_digest(event.digest or (facts.digest if facts else "")))
+    if event.tag and facts is not None and digest:
+        return f"{repository}:{text.tag(event.tag)}@{digest}"
     if event.tag:
         return f"{repository}:{text.tag(event.tag)}"
-    if event.digest:
-        return f"{repository}@{text.printable(short_digest(event.digest))}"
+    if digest:
+        return f"{repository}@{digest}"
     return repository
 
 
-def long_title(event: ImageEvent) -> str:
-    """What happened to which image where, and who did it, as far as known."""
+def long_title(event: ImageEvent, facts: ImageFacts | None = None) -> str:
+    """What happened to which image where, and who did it, as far as known;
+    with a lookup, also its platforms and its source."""
     verb = {
         "image_push": "Pushed",
         "image_delete": "Deleted",
         "chart_push": "Pushed chart",
         "chart_delete": "Deleted chart",
     }.get(event.action, text.printable(event.action))
+    # The full digest follows, so the image is named without one.
     image = short_title(event)
     if event.host:
         image = f"{text.printable(text.cut(event.host, _MAX_HOST))}/{image}"
     words = [f"{verb} {image}"]
-    if event.digest:
-        words.append(f"({text.printable(text.cut(event.digest, _MAX_DIGEST))})")
+    digest = event.digest or (facts.digest if facts else "")
+    if digest:
+        words.append(f"({text.printable(text.cut(digest, _MAX_DIGEST))})")
+    if facts is not None and facts.platforms:
+        words.append(f"for {text.printable(', '.join(facts.platforms))}")
+    if facts is not None:
+        # Labels are what an image's author wrote: shown as safely as a payload.
+        source = text.printable(text.cut(facts.labels.get("source", ""), _MAX_HOST))
+        revision = text.printable(text.cut(facts.labels.get("revision", ""), _MAX_DIGEST))
+        if source or revision:
+            words.append(f"from {source or 'revision'}{'@' + revision if revision else ''}")
     words.append(f"via {event.registry}")
     if event.pusher:
         words.append(f"by {text.printable(text.cut(event.pusher, _MAX_PUSHER))}")
     return " ".join(words)
+
+
+def commit_id(commit: str, facts: ImageFacts | None) -> str:
+    """The build's ``commit_id``: the image's revision label, when it is a full
+    commit SHA and the URL named no commit-ish (which always wins)."""
+    if commit or facts is None:
+        return ""
+    revision = facts.labels.get("revision", "")
+    return revision if is_commit_sha(revision) else ""
 
 
 def _b64(text: str | bytes) -> str:
@@ -164,24 +189,31 @@ def _b64(text: str | bytes) -> str:
 
 
 def build_secret(
-    project: Project, event: ImageEvent, build: str, commit: str = ""
+    project: Project,
+    event: ImageEvent,
+    build: str,
+    commit: str = "",
+    facts: ImageFacts | None = None,
+    payload: bytes | None = None,
 ) -> dict[str, object]:
     """The build Secret that makes Brigade's controller run ``project`` for ``event``.
 
     :param build: the build ID (a lower-case ULID).
     :param commit: the commit-ish from the URL or ``?commit=``.
+    :param facts: what a registry lookup found, if one did.
+    :param payload: the payload to carry instead of the event's own (annotated).
     """
     name = f"brigade-worker-{build}"
     data: dict[str, str | bytes] = {
         "script": project.data.get("defaultScript", ""),
         "config": "",
-        "payload": event.payload,
+        "payload": event.payload if payload is None else payload,
         "build_id": name,
         "build_name": name,
-        "short_title": short_title(event),
-        "long_title": long_title(event),
+        "short_title": short_title(event, facts),
+        "long_title": long_title(event, facts),
         "clone_url": project.data.get("cloneURL", ""),
-        "commit_id": "",
+        "commit_id": commit_id(commit, facts),
         "commit_ref": commit,
         "event_provider": event.registry,
         "event_type": event.action,

@@ -14,10 +14,11 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import attr
 
-from . import events
+from . import events, lookup
 
 ALWAYS = "always"
 WHEN_CONFIGURED = "when-configured"
@@ -26,6 +27,10 @@ WHEN_CONFIGURED = "when-configured"
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # A Secret data key.
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+# A Secret name (a DNS-1123 subdomain).
+_SECRET_NAME = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 
 
 # A Secret's data may not exceed 1 MiB in all; the payload shares it with the
@@ -140,6 +145,44 @@ def _endpoint(key: str, text: str) -> str:
     return text.strip()
 
 
+# A registry host as [registry] hosts names it: a DNS name or IPv4/bracketed
+# IPv6 address, perhaps with a port.
+_HOST = re.compile(
+    r"^(?:[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?)*"
+    r"|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?$"
+)
+
+
+def _hosts(key: str, text: str) -> tuple[str, ...]:
+    hosts = tuple(lookup.canonical_host(h) for h in _words(text))
+    bad = [h for h in hosts if not _HOST.match(h)]
+    if bad:
+        raise ConfigError(f"{key}: {' '.join(bad)} is not a registry host name")
+    return tuple(dict.fromkeys(hosts))
+
+
+def _endpoints(key: str, text: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for word in _words(text):
+        name, equals, url = word.partition("=")
+        name = lookup.canonical_host(name)
+        parts = urlsplit(url)
+        if not equals or not _HOST.match(name):
+            raise ConfigError(f"{key}: {word!r} is not host=URL")
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ConfigError(f"{key}: {url!r} is not an http:// or https:// URL")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ConfigError(f"{key}: {url!r} may hold no query, fragment or credentials")
+        pairs.append((name, url.rstrip("/")))
+    return tuple(pairs)
+
+
+def _secret_name(key: str, text: str) -> str:
+    if text and not _SECRET_NAME.match(text):
+        raise ConfigError(f"{key}: {text!r} is not a Secret name")
+    return text
+
+
 @attr.s(frozen=True, auto_attribs=True, kw_only=True)
 class Config:
     """Everything the gateway can be told.  Defaults are production defaults."""
@@ -162,9 +205,27 @@ class Config:
     event_types: frozenset[str] = frozenset({events.IMAGE_PUSH})
     strict: bool = False
     max_builds_per_webhook: int = 20
+    annotate_payload: bool = False
     # [auth]
     require: str = ALWAYS
     token_keys: tuple[str, ...] = ("crGatewayToken",)
+    # [registry]
+    hosts: tuple[str, ...] = ()
+    endpoints: tuple[tuple[str, str], ...] = ()
+    timeout: float = 3.0
+    pull_secret: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        unlisted = [name for name, _ in self.endpoints if name not in self.hosts]
+        if unlisted:
+            raise ConfigError(
+                f"[registry] endpoints: {' '.join(unlisted)} is not in [registry] hosts"
+            )
+
+    def registry_endpoints(self) -> dict[str, str]:
+        """Each host the gateway may look images up in, to its base URL."""
+        given = dict(self.endpoints)
+        return {host: given.get(host) or lookup.default_endpoint(host) for host in self.hosts}
 
     @classmethod
     def from_string(cls, text: str, environ: Mapping[str, str] | None = None) -> Config:
@@ -244,7 +305,14 @@ _SCHEMA: dict[str, dict[str, Callable[[str, str], Any]]] = {
         "event_types": _event_types,
         "strict": _boolean,
         "max_builds_per_webhook": _positive_int,
+        "annotate_payload": _boolean,
     },
     "auth": {"require": _require, "token_keys": _token_keys},
+    "registry": {
+        "hosts": _hosts,
+        "endpoints": _endpoints,
+        "timeout": _positive_float,
+        "pull_secret": _secret_name,
+    },
 }
 _SECTION_OF = {key: section for section, keys in _SCHEMA.items() for key in keys}

@@ -16,9 +16,10 @@ from typing import Any, Protocol
 import attr
 from twisted.logger import Logger
 
-from . import auth, brigade, registries
+from . import auth, brigade, enrich, registries
 from .config import WHEN_CONFIGURED, Config
 from .events import ImageEvent
+from .images import ImageLookup
 from .kube import SecretStore, StoreRejected, StoreUnavailable
 
 log = Logger()
@@ -111,11 +112,13 @@ class Pipeline:
     :param config: the gateway's configuration.
     :param projects: where projects are read (a :class:`ProjectCache` or the store).
     :param store: where builds are created.
+    :param images: registry lookups, or None when ``[registry] hosts`` is empty.
     """
 
     config: Config
     projects: ProjectReader
     store: SecretStore
+    images: ImageLookup | None = None
     policy: auth.Policy = attr.ib(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -162,16 +165,13 @@ class Pipeline:
                     f"builds are made for {', '.join(sorted(self.config.event_types))}",
                 },
             )
-        secrets = [
-            brigade.build_secret(
-                project,
-                event,
-                brigade.build_id(project, event, webhook.target.commit),
-                webhook.target.commit,
-            )
-            for event in chosen
-        ]
-        self._create(secrets, trace)
+        chosen, filtered = enrich.filter_tags(project, chosen)
+        if not chosen:
+            return Outcome(200, {"status": "ignored", "reason": "; ".join(dict.fromkeys(filtered))})
+        looked = self.images.look_up(project, chosen) if self.images is not None else None
+        commit = webhook.target.commit
+        annotate = self.config.annotate_payload
+        self._create(enrich.build_secrets(project, chosen, looked, commit, annotate), trace)
         return Outcome(200, {"status": "Success", "builds": list(trace.builds)})
 
     def screen(

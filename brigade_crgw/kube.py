@@ -55,6 +55,13 @@ class SecretStore(Protocol):
         :raises StoreUnavailable: when Kubernetes cannot say.
         """
 
+    def get_secret(self, name: str) -> dict[str, Any] | None:
+        """Any Secret of the namespace as the API returns it (``type``, base64
+        ``data``), or None when there is none (a pull secret).
+
+        :raises StoreUnavailable: when Kubernetes cannot say.
+        """
+
     def create_build(self, secret: Mapping[str, Any]) -> bool:
         """Create the build Secret; True if it was created, False if a Secret
         of that name already existed (a redelivery).
@@ -161,7 +168,11 @@ class KubeStore:
         object.__setattr__(self, "_timeout", urllib3.Timeout(total=self.timeout))
 
     def get_project(self, project_id: str) -> Project | None:
-        status, body = self._call("GET", f"{self._secrets}/{quote(project_id, safe='')}")
+        secret = self.get_secret(project_id)
+        return None if secret is None else Project.from_secret(project_id, secret)
+
+    def get_secret(self, name: str) -> dict[str, Any] | None:
+        status, body = self._call("GET", f"{self._secrets}/{quote(name, safe='')}")
         if status == 404:
             return None
         if status != 200:
@@ -172,7 +183,7 @@ class KubeStore:
             raise StoreUnavailable("the API server answered something that is not JSON") from None
         if not isinstance(secret, dict):
             raise StoreUnavailable("the API server answered something that is not a Secret")
-        return Project.from_secret(project_id, secret)
+        return secret
 
     def create_build(self, secret: Mapping[str, Any]) -> bool:
         status, body = self._call("POST", self._secrets, json.dumps(secret).encode("utf-8"))

@@ -48,6 +48,7 @@ class Metrics:
     _webhooks: Counter = attr.ib(init=False)
     _builds: Counter = attr.ib(init=False)
     _duration: Histogram = attr.ib(init=False)
+    _lookups: Counter = attr.ib(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
@@ -74,6 +75,12 @@ class Metrics:
             buckets=BUCKETS,
             registry=registry,
         )
+        self._lookups = Counter(
+            "brigade_crgw_registry_lookups",
+            "Registry lookups, by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
         spool = self.spool
         if spool is not None:
             Gauge(
@@ -98,6 +105,10 @@ class Metrics:
         if builds:
             self._builds.labels(registry).inc(builds)
         self._duration.observe(duration)
+
+    def record_lookup(self, outcome: str) -> None:
+        """Count one registry lookup by its outcome (``found``, ``timeout``...)."""
+        self._lookups.labels(outcome).inc()
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
         """The exposition in the format the ``Accept`` header asks for (the

@@ -27,6 +27,7 @@ from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
+from . import images
 from .config import Config, ConfigError
 from .deliver import Pipeline
 from .kube import KubeStore, StoreConfigError, load_api_client
@@ -184,7 +185,12 @@ def makeService(options: Options, reactor: Any = reactor) -> IService:
     )
     run = partial(deferToThreadPool, reactor, pool)
     readiness = Readiness(store.check_access, run, reactor, config.request_timeout)
-    gateway = Gateway(Pipeline(config, projects, store), run, in_flight, ready=readiness.state)
+    lookups = images.create(config, reactor, store)
+    gateway = Gateway(
+        Pipeline(config, projects, store, lookups), run, in_flight, ready=readiness.state
+    )
+    if lookups is not None:
+        lookups.lookups.record = gateway.metrics.record_lookup
     site = Site(
         gateway.app.resource(),
         requestFactory=bounded_request(

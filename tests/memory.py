@@ -37,6 +37,11 @@ class MemoryStore:
         secret = self.secrets.get(project_id)
         return None if secret is None else Project.from_secret(project_id, secret)
 
+    def get_secret(self, name: str) -> dict[str, Any] | None:
+        self._check()
+        secret = self.secrets.get(name)
+        return None if secret is None else copy.deepcopy(secret)
+
     def create_build(self, secret: Mapping[str, Any]) -> bool:
         self._check()
         name = secret["metadata"]["name"]

@@ -112,6 +112,20 @@ def test_oversized_build_is_rejected(arranged: Arranged) -> None:
     assert arranged.read(secret["metadata"]["name"]) is None
 
 
+def test_any_secret_is_read(arranged: Arranged) -> None:
+    """get_secret gives any Secret by name, type and base64 data as stored
+    (a pull secret), and None for a name that does not exist."""
+    from .registry import dockerconfigjson
+
+    secret = dockerconfigjson("contract-pull", "ghcr.io", "robot", "s3cret")
+    arranged.put(secret)
+    found = arranged.store.get_secret("contract-pull")
+    assert found is not None
+    assert found["type"] == "kubernetes.io/dockerconfigjson"
+    assert found["data"] == secret["data"]
+    assert arranged.store.get_secret("contract-no-such-secret") is None
+
+
 def test_unavailable_store_raises() -> None:
     """A store that cannot reach Kubernetes raises StoreUnavailable, for the
     fake (when down) and for the real client (a closed port)."""
@@ -124,6 +138,8 @@ def test_unavailable_store_raises() -> None:
     for store in (MemoryStore(down=True), real):
         with pytest.raises(StoreUnavailable):
             store.get_project("brigade-x")
+        with pytest.raises(StoreUnavailable):
+            store.get_secret("pull")
         with pytest.raises(StoreUnavailable):
             store.create_build({"metadata": {"name": "brigade-worker-x"}})
 

@@ -1,0 +1,138 @@
+"""Looking up the images of one webhook, from the pipeline's pool thread.
+
+:class:`ImageLookup` is the one optional collaborator the webhook pipeline
+gets when ``[registry] hosts`` lists anything: it finds the project's
+registry credentials (``crGatewayPullSecret``, else ``[registry]
+pull_secret``) and asks :class:`~brigade_crgw.lookup.Lookups` about each
+image within the webhook's time budget.  It never raises: a lookup that
+gives nothing is a :class:`~brigade_crgw.lookup.Result` that says why, and
+the log says so too.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any, Protocol
+
+import attr
+from twisted.internet.threads import blockingCallFromThread
+from twisted.logger import Logger
+
+from . import lookup
+from .brigade import Project
+from .config import Config
+from .enrich import PULL_SECRET_KEY
+from .events import ImageEvent
+
+log = Logger()
+
+DOCKERCONFIGJSON = "kubernetes.io/dockerconfigjson"
+
+
+class SecretReader(Protocol):
+    """Reads any Secret of the namespace by name (the store)."""
+
+    def get_secret(self, name: str) -> Mapping[str, Any] | None: ...
+
+
+@attr.s(auto_attribs=True)
+class ImageLookup:
+    """Lookups for the images of one webhook at a time.
+
+    :param lookups: the blocking bridge to the registry client.
+    :param secrets: where pull secrets are read.
+    :param timeout: seconds for all the lookups of one webhook.
+    :param pull_secret: the default pull secret's name, or empty.
+    """
+
+    lookups: lookup.Lookups
+    secrets: SecretReader
+    timeout: float
+    pull_secret: str = ""
+    clock: Callable[[], float] = time.monotonic
+
+    def look_up(self, project: Project, events: Sequence[ImageEvent]) -> list[lookup.Result]:
+        """One result per event, in order, within :attr:`timeout` in all."""
+        deadline = self.clock() + self.timeout
+        credentials: dict[str, lookup.Credential] | None = None
+        results = []
+        for event in events:
+            reference = lookup.usable_reference(
+                event.host, event.repository, event.tag, event.digest
+            )
+            credential = None
+            if reference is not None and self.lookups.allowed(reference.host):
+                if credentials is None:
+                    credentials = self._credentials(project)
+                credential = credentials.get(reference.host)
+            result = self.lookups.look(reference, credential, deadline)
+            if result.facts is None:
+                log.info(
+                    "lookup for {image} gave nothing ({outcome}): {reason}",
+                    image=_image(event),
+                    outcome=result.outcome,
+                    reason=result.reason,
+                )
+            results.append(result)
+        return results
+
+    def _credentials(self, project: Project) -> dict[str, lookup.Credential]:
+        """The credentials of the project's pull secret, by host; none when it
+        names none, or its Secret cannot be read (logged)."""
+        name = project.data.get(PULL_SECRET_KEY, "").strip() or self.pull_secret
+        if not name:
+            return {}
+        try:
+            secret = self.secrets.get_secret(name)
+        except Exception as e:  # StoreUnavailable, or a name Kubernetes cannot hold
+            log.warn(
+                "cannot read pull secret {name} of project {project}: {error}",
+                name=name,
+                project=project.id,
+                error=str(e),
+            )
+            return {}
+        if secret is None or secret.get("type") != DOCKERCONFIGJSON:
+            log.warn(
+                "pull secret {name} of project {project} is not a {kind} Secret; "
+                "looking up anonymously",
+                name=name,
+                project=project.id,
+                kind=DOCKERCONFIGJSON,
+            )
+            return {}
+        data = secret.get("data") or {}
+        raw = data.get(".dockerconfigjson", "") if isinstance(data, Mapping) else ""
+        try:
+            decoded = base64.b64decode(raw or "", validate=True)
+        except (ValueError, TypeError):
+            decoded = b""
+        return lookup.read_dockerconfigjson(decoded)
+
+
+def _image(event: ImageEvent) -> str:
+    image = f"{event.host}/{event.repository}" if event.host else event.repository
+    if event.tag:
+        image += f":{event.tag}"
+    if event.digest:
+        image += f"@{event.digest}"
+    return image
+
+
+def create(config: Config, reactor: Any, secrets: SecretReader) -> ImageLookup | None:
+    """The production lookups, or None when ``[registry] hosts`` is empty:
+    then nothing is looked up and no outbound connection is ever made."""
+    endpoints = config.registry_endpoints()
+    if not endpoints:
+        return None
+    client = lookup.RegistryClient.create(endpoints, reactor)
+    lookups = lookup.Lookups(client, partial(blockingCallFromThread, reactor))
+    log.info(
+        "registry lookups on {hosts}, {timeout:g}s per webhook",
+        hosts=" ".join(f"{host}={url}" for host, url in endpoints.items()),
+        timeout=config.timeout,
+    )
+    return ImageLookup(lookups, secrets, config.timeout, config.pull_secret)

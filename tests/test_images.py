@@ -1,0 +1,140 @@
+"""Which credential a project's lookups use, from its pull secret or the
+default one, read through the store; and that nothing there can fail a build."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.web.server import Request
+
+from brigade_crgw import brigade, lookup
+from brigade_crgw.events import ImageEvent
+from brigade_crgw.images import ImageLookup
+
+from . import registry as R
+from .factories import project_secret
+from .memory import MemoryStore
+from .test_lookup import Scripted, client, image, run
+
+CREDENTIAL = lookup.Credential("robot", "s3cret")
+
+
+def _registry() -> Scripted:
+    """A registry whose every route wants CREDENTIAL, by Basic auth."""
+    registry = Scripted()
+    image(registry, {"org.opencontainers.image.version": "7"})
+
+    def guarded(answer: Callable[[Request], bytes | int]) -> Callable[[Request], bytes | int]:
+        def check(request: Request) -> bytes | int:
+            if request.getHeader("authorization") != CREDENTIAL.basic():
+                request.setResponseCode(401)
+                request.setHeader("WWW-Authenticate", 'Basic realm="r"')
+                return b""
+            return answer(request)
+
+        return check
+
+    registry.routes = {key: guarded(answer) for key, answer in registry.routes.items()}
+    return registry
+
+
+def _images(store: MemoryStore, pull_secret: str = "") -> ImageLookup:
+    def call(f: Callable[..., Deferred[Any]], *args: Any) -> Any:
+        return run(f(*args))
+
+    lookups = lookup.Lookups(client(_registry()), call)
+    return ImageLookup(lookups, store, 3.0, pull_secret)
+
+
+def _project(**data: str) -> brigade.Project:
+    project = brigade.Project.from_secret(
+        brigade.project_id("acme/app"), project_secret("acme/app", **data)
+    )
+    assert project is not None
+    return project
+
+
+EVENT = ImageEvent(
+    registry="distribution",
+    action="image_push",
+    repository="acme/app",
+    host="registry.example.com",
+    tag="v1",
+)
+
+
+def _store() -> MemoryStore:
+    store = MemoryStore()
+    store.put(R.dockerconfigjson("good", "registry.example.com", "robot", "s3cret"))
+    store.put(R.dockerconfigjson("bad", "registry.example.com", "robot", "nope"))
+    opaque = R.dockerconfigjson("opaque", "registry.example.com", "robot", "s3cret")
+    opaque["type"] = "Opaque"
+    store.put(opaque)
+    return store
+
+
+def test_project_pull_secret() -> None:
+    """crGatewayPullSecret's credential is used for its host."""
+    [result] = _images(_store()).look_up(_project(crGatewayPullSecret="good"), [EVENT])
+    assert result.outcome == lookup.FOUND and result.facts is not None
+
+
+def test_default_pull_secret() -> None:
+    """[registry] pull_secret serves projects that name none, and not those that do."""
+    images = _images(_store(), pull_secret="good")
+    assert images.look_up(_project(), [EVENT])[0].outcome == lookup.FOUND
+    own = images.look_up(_project(crGatewayPullSecret="bad"), [EVENT])
+    assert own[0].outcome == lookup.UNAUTHORIZED
+
+
+def test_unusable_pull_secrets_mean_anonymous() -> None:
+    """A missing Secret, one of another type, a bad name or a store that is
+    down: the lookup goes ahead anonymously (and is refused here)."""
+    for name in ("missing", "opaque", "Not/A/Name"):
+        [result] = _images(_store()).look_up(_project(crGatewayPullSecret=name), [EVENT])
+        assert result.outcome == lookup.UNAUTHORIZED, name
+    down = _store()
+    down.down = True
+    [result] = _images(down).look_up(_project(crGatewayPullSecret="good"), [EVENT])
+    assert result.outcome == lookup.UNAUTHORIZED
+
+
+def test_unlisted_host_reads_no_secret() -> None:
+    """An event from a host that is not listed is not looked up, and no Secret is read."""
+    reads: list[str] = []
+
+    class Counting(MemoryStore):
+        def get_secret(self, name: str) -> dict[str, Any] | None:
+            reads.append(name)
+            return super().get_secret(name)
+
+    store = Counting(_store().secrets)
+    event = ImageEvent(registry="acr", action="image_push", repository="a", host="x.io", tag="1")
+    [result] = _images(store).look_up(_project(crGatewayPullSecret="good"), [event])
+    assert result.outcome == lookup.UNLISTED and reads == []
+    _images(store).look_up(_project(crGatewayPullSecret="good"), [EVENT, EVENT])
+    assert reads == ["good"]  # once per webhook
+
+
+def test_no_hosts_no_lookups() -> None:
+    """With [registry] hosts empty there is no lookup collaborator at all; with
+    hosts, one whose client knows exactly those endpoints."""
+    from twisted.internet.testing import MemoryReactorClock
+
+    from brigade_crgw import images
+    from brigade_crgw.config import Config
+
+    reactor = MemoryReactorClock()
+    assert images.create(Config.from_string("", {}), reactor, MemoryStore()) is None
+    config = Config.from_string(
+        "[registry]\nhosts = docker.io ghcr.io\nendpoints = ghcr.io=http://127.0.0.1:9\n", {}
+    )
+    made = images.create(config, reactor, MemoryStore())
+    assert made is not None
+    assert dict(made.lookups.client.endpoints) == {
+        "docker.io": "https://registry-1.docker.io",
+        "ghcr.io": "http://127.0.0.1:9",
+    }
+    assert reactor.tcpClients == []  # nothing is contacted before a webhook asks
