@@ -300,6 +300,13 @@ class _Guard:
     trusted: set[str] = attr.ib(factory=set)
     away: dict[str, frozenset[str]] = attr.ib(factory=dict)
 
+    def judged(self, host: str, kinds: frozenset[str]) -> None:
+        """Remember what ``host`` was judged to be allowed (a bounded memory:
+        a host forgotten may only be reached at public addresses)."""
+        if len(self.away) >= CACHE_ENTRIES:
+            self.away.clear()
+        self.away[host.lower()] = kinds
+
     def allowed(self, host: str) -> frozenset[str] | None:
         """The address kinds ``host`` may be reached at; None for any."""
         host = host.lower()
@@ -694,7 +701,7 @@ class _Session:
         if not kinds or not kinds <= allowed:
             shown = ", ".join(sorted(kinds)) or "no address"
             raise LookupFailed(REFUSED, f"{what} leads to {parts.hostname} ({shown})")
-        self.client.guard.away[parts.hostname.lower()] = frozenset(allowed)
+        self.client.guard.judged(parts.hostname, frozenset(allowed))
 
     async def _kinds(self, host: str) -> set[str]:
         if _is_ip(host):
