@@ -140,7 +140,8 @@ def storm(gateway: daemon.Daemon, n: int, size: int, mode: str) -> None:
     time.sleep(2)
     honest_started = time.monotonic()
     honest = gateway.post(
-        GOOD, DOCKERHUB.replace(b"1417566161", str(int(time.time())).encode()),
+        GOOD,
+        DOCKERHUB.replace(b"1417566161", str(int(time.time())).encode()),
         {"Authorization": f"Bearer {TOKEN}"},
     )
     honest_took = time.monotonic() - honest_started

@@ -506,24 +506,32 @@ class Bench:
             GATEWAY_GID if self.counter else None,
             self.overrides,
         )
-        spy = None
+        spies: list[subprocess.Popen[bytes]] = []
         try:
             url = f"http://127.0.0.1:{gateway.port}"
             self.load(url, self.push(body), concurrency, WARM_UP_SECONDS, layout)
             before = settled_count(self.core, self.namespace)
             cpu = gateway.cpu_ms()
             if profile is not None:
-                spy = start_py_spy(gateway.pid, profile, self.duration, self.cpus)
+                # Two samplers side by side: threads running or ready to
+                # run, and the thread holding the GIL (Python executing).
+                spies = [
+                    start_py_spy(
+                        gateway.pid, profile / f"{kind}.txt", self.duration, self.cpus, kind
+                    )
+                    for kind in ("active", "gil")
+                ]
             result = self.load(url, self.push(body), concurrency, self.duration, layout)
             made = settled_count(self.core, self.namespace) - before
             cpu = gateway.cpu_ms() - cpu
             rss = gateway.peak_rss_mib()
             connections = self.counter.read() - opened if self.counter else None
-            if spy is not None:
+            for spy in spies:
                 spy.wait(timeout=60)
         finally:
-            if spy is not None and spy.poll() is None:
-                spy.terminate()
+            for spy in spies:
+                if spy.poll() is None:
+                    spy.terminate()
             gateway.stop()
         return result, made, cpu, rss, connections
 
@@ -548,9 +556,10 @@ class Bench:
 
 
 def start_py_spy(
-    pid: int, out: Path, duration: float, cpus: tuple[int, int] | None
+    pid: int, out: Path, duration: float, cpus: tuple[int, int] | None, kind: str
 ) -> subprocess.Popen[bytes]:
-    """py-spy recording the gateway's active samples (on the load's CPU)."""
+    """py-spy recording the gateway (on the load's CPU): ``active`` samples
+    (threads running or ready to run), or ``gil`` (the thread holding the GIL)."""
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if spy is None:
         raise BenchError("py-spy is missing: `make bench` installs it (the bench extra)")
@@ -564,6 +573,7 @@ def start_py_spy(
         f"--duration={max(1, int(duration))}",
         f"--output={out}",
         f"--pid={pid}",
+        *(["--gil"] if kind == "gil" else []),
     ]
     if cpus is not None:
         argv = ["taskset", "-c", str(cpus[1]), *argv]
@@ -778,12 +788,22 @@ def _nothing() -> Iterator[None]:
 def run_profile(bench: Bench) -> str:
     """py-spy on a gateway under the pinned c=32 1 KiB load; the headline."""
     say("profiling the gateway (py-spy), pinned, 1k, c=32 ...")
-    raw = bench.tmp / "profile.txt"
-    bench.gateway("1k", 32, "pinned", profile=raw)
+    where = bench.tmp / "profile"
+    where.mkdir()
+    result, made, cpu, _, _ = bench.gateway("1k", 32, "pinned", profile=where)
     delete_builds(bench.core, bench.namespace, bench.state)
-    if not raw.exists():
+    raw = {kind: where / f"{kind}.txt" for kind in ("active", "gil")}
+    if not all(path.exists() for path in raw.values()):
         raise BenchError("py-spy wrote no profile (is ptrace allowed here?)")
-    return profiling.markdown(profiling.summarise(raw.read_text()))
+    share = cpu / (result.seconds * 1000.0) if result.seconds else 0.0
+    return (
+        f"In the profiled run the gateway made {made} builds at {result.ok_per_second:.0f}/s"
+        f" and used {share:.0%} of a core ({cpu / made if made else 0:.2f} CPU-ms per build).\n\n"
+        "### Threads running or ready to run\n\n"
+        + profiling.markdown(profiling.summarise(raw["active"].read_text()))
+        + "\n### The thread holding the GIL (Python code running)\n\n"
+        + profiling.markdown(profiling.summarise(raw["gil"].read_text()))
+    )
 
 
 if __name__ == "__main__":
