@@ -656,6 +656,9 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = arguments(argv)
+    # SIGTERM unwinds like Ctrl-C: the plane's CPUs are given back, the
+    # counter removed and the gateway stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         return _main(args)
     except BenchError as e:
@@ -729,6 +732,7 @@ def _measure(
         overrides,
     )
     rows: list[report.Row] = []
+    started = time.monotonic()
     profile = None
     try:
         for layout in layouts:
@@ -751,6 +755,7 @@ def _measure(
             delete_builds(core, namespace, state)
             core.delete_namespace(namespace)
     about["load average at end"] = load_average()
+    about["the bench took"] = f"{(time.monotonic() - started) / 60:.1f} minutes"
     document = report.document(
         about,
         rows,
