@@ -59,6 +59,7 @@ class World:
     single: R.Layout
     multi: R.Layout
     hang_port: int
+    tokens: R.Registry
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,7 @@ def world(namespace: Namespace, tmp_path_factory: pytest.TempPathFactory) -> Ite
     manifest, one that hangs, and docker.io mapped to the real one."""
     tmp = tmp_path_factory.mktemp("lookups")
     registry = R.start_registry(tmp / "registry", "htpasswd")
+    tokens = R.start_registry(tmp / "tokens", "token")
     trap, trap_port = R.hanging_server()
     redirecting = R.start_registry(
         tmp / "redirecting", "none", redirect_to=f"http://127.0.0.1:{trap_port}"
@@ -83,12 +85,13 @@ def world(namespace: Namespace, tmp_path_factory: pytest.TempPathFactory) -> Ite
         for layout in (single, multi):
             R.push(layout, registry, "acme/app")
             R.push(layout, redirecting, "acme/app")
+        R.push(single, tokens, "acme/app")
         core = namespace.plane.core
         core.create_namespaced_secret(
             namespace.name,
             R.dockerconfigjson(
                 "crgw-pull",
-                ["https://index.docker.io/v1/", "registry.example.com:5000"],
+                ["https://index.docker.io/v1/", "registry.example.com:5000", "ghcr.io"],
                 R.USER,
                 R.PASSWORD,
             ),
@@ -109,6 +112,7 @@ def world(namespace: Namespace, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "redirecting.example.com": redirecting.url,
             "oversized.example.com": oversized.url,
             "hanging.example.com": f"http://127.0.0.1:{hang_port}",
+            "ghcr.io": tokens.url,
         }
         gateway = gateway_process.start(
             tmp,
@@ -124,7 +128,7 @@ def world(namespace: Namespace, tmp_path_factory: pytest.TempPathFactory) -> Ite
                 },
             },
         )
-        yield World(gateway, namespace, registry, single, multi, hang_port)
+        yield World(gateway, namespace, registry, single, multi, hang_port, tokens)
         # Nothing ever reached the port the redirect pointed at.
         trap.settimeout(0)
         with pytest.raises(BlockingIOError):
@@ -132,7 +136,14 @@ def world(namespace: Namespace, tmp_path_factory: pytest.TempPathFactory) -> Ite
     finally:
         if gateway is not None:
             gateway.stop()
-        for closing in (registry.stop, redirecting.stop, oversized.stop, trap.close, hang.close):
+        for closing in (
+            registry.stop,
+            tokens.stop,
+            redirecting.stop,
+            oversized.stop,
+            trap.close,
+            hang.close,
+        ):
             closing()
 
 
@@ -270,6 +281,19 @@ def test_distribution_push_gains_labels(world: World) -> None:
     assert value["registry"] == "distribution" and value["digest"] == world.single.digest
     assert value["labels"]["source"] == "https://git.example.com/acme/app"
     assert build["commit_id"] == SHA
+
+
+def test_token_auth_registry(world: World) -> None:
+    """Through a registry with token auth (the realm's JWTs verified by the
+    registry), a push gains the labels; the token was asked with the pull secret."""
+    before = len(world.tokens.tokens.requests) if world.tokens.tokens else 0
+    body = distribution_push("ghcr.io", world.single.digest, "v1")
+    [build] = built(world, post(world, body, headers=DISTRIBUTION))
+    assert annotation(build)["labels"]["revision"] == SHA and build["commit_id"] == SHA
+    assert world.tokens.tokens is not None
+    asked = world.tokens.tokens.requests[before:]
+    assert asked and all(authenticated for authenticated, _ in asked)
+    assert {scope for _, scope in asked} == {"repository:acme/app:pull"}
 
 
 def _plain(build: dict[str, str], outcome: str, tag: str = "v1") -> None:
