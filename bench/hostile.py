@@ -117,14 +117,22 @@ def answers(sockets: list[socket.socket]) -> collections.Counter[str]:
     told: collections.Counter[str] = collections.Counter()
     for s in sockets:
         try:
-            data = s.recv(200)
+            data = s.recv(1000)
         except BlockingIOError:
             told["no answer yet (connection open)"] += 1
             continue
         except OSError as e:
             told[f"connection error {e.errno}"] += 1
             continue
-        told[data.split(b" ", 2)[1].decode() if data.startswith(b"HTTP/") else "closed"] += 1
+        if not data.startswith(b"HTTP/"):
+            told["closed"] += 1
+            continue
+        code = data.split(b" ", 2)[1].decode()
+        try:
+            reason = json.loads(data.split(b"\r\n\r\n", 1)[1]).get("reason", "")
+        except ValueError:
+            reason = ""
+        told[f"{code} {reason}".strip()] += 1
     return told
 
 
@@ -153,7 +161,9 @@ def storm(gateway: daemon.Daemon, n: int, size: int, mode: str) -> None:
     sampler.running = False
     after = rss_kib(pid)
     print(f"\n[{mode}] {n} connections, {size}-byte bodies, opened in {opened:.1f} s")
-    print(f"  hostile connections were told: {dict(told)}")
+    print("  hostile connections were told:")
+    for answer, count in told.most_common():
+        print(f"    {count:5d}  {answer}")
     print(
         f"  an honest webhook meanwhile: {honest.status} in {honest_took * 1000:.0f} ms"
         f" ({honest.body.decode().strip()[:80]})"
