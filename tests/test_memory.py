@@ -178,7 +178,8 @@ def test_read_only_tmp(namespace: Namespace, tmp_path: Path) -> None:
 def test_abandoned_batch_keeps_its_slots(namespace: Namespace, tmp_path: Path) -> None:
     """A sender that hangs up does not free its in-flight slot while its work
     goes on: with max_in_flight 1 and the API server stalled, an abandoned
-    webhook still holds the slot, and the next one gets 503 at once."""
+    batch of 10 images still holds the slot (the next webhook gets 503 at
+    once) until all 10 builds are made, then is logged as 499."""
     core = namespace.plane.core
     core.read_namespaced_secret(project_id("acme/app"), namespace.name)
     server = namespace.plane.api.configuration.host
@@ -197,7 +198,9 @@ def test_abandoned_batch_keeps_its_slots(namespace: Namespace, tmp_path: Path) -
         warm = process.post(GOOD, fresh(DOCKERHUB, 7200), {"Authorization": f"Bearer {TOKEN}"})
         assert warm.status == 200, warm.body
         proxy.set(HANG)
-        batch = fresh(DOCKERHUB, 7201)
+        quay = json.loads(payload_body("quay/repo_push.json"))
+        quay["updated_tags"] = [f"batch-{n}" for n in range(10)]
+        batch = json.dumps(quay).encode()
         with socket.create_connection(("127.0.0.1", process.port), timeout=10) as s:
             s.sendall(head(GOOD, len(batch), f"Authorization: Bearer {TOKEN}\r\n") + batch)
             time.sleep(0.5)
@@ -210,7 +213,8 @@ def test_abandoned_batch_keeps_its_slots(namespace: Namespace, tmp_path: Path) -
         deadline = time.monotonic() + 15
         while "code=499" not in process.log() and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert "code=499" in process.log()
+        [abandoned] = [line for line in process.log().splitlines() if "code=499" in line]
+        assert abandoned.count("brigade-worker-") == 10, abandoned
         after = process.post(GOOD, fresh(DOCKERHUB, 7203), {"Authorization": f"Bearer {TOKEN}"})
         assert after.status == 200, after.body
     finally:
