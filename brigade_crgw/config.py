@@ -199,6 +199,7 @@ class Config:
     kubeconfig: str = ""
     context: str = ""
     request_timeout: float = 10.0
+    retry_seconds: float = 8.0
     threads: int = 8
     project_cache_seconds: float = 5.0
     # [gateway]
@@ -226,6 +227,9 @@ class Config:
         """Each host the gateway may look images up in, to its base URL."""
         given = dict(self.endpoints)
         return {host: given.get(host) or lookup.default_endpoint(host) for host in self.hosts}
+    # [spool]
+    spool_path: str = ""
+    spool_max_entries: int = 10000
 
     @classmethod
     def from_string(cls, text: str, environ: Mapping[str, str] | None = None) -> Config:
@@ -251,7 +255,7 @@ class Config:
                     raise ConfigError(
                         f"unknown key {key!r} in [{section}]; known keys: {', '.join(keys)}"
                     )
-                values[key] = keys[key](f"[{section}] {key}", raw.strip())
+                values[field_name(section, key)] = keys[key](f"[{section}] {key}", raw.strip())
         environ = os.environ if environ is None else environ
         if environ.get("BRIGADE_NAMESPACE"):
             # Brigade v1 gateways read their namespace from here.
@@ -278,9 +282,9 @@ class Config:
     def replace(self, **changes: str) -> Config:
         """Apply command-line overrides, validated like the file's values."""
         checked = {}
-        for key, raw in changes.items():
-            section = _SECTION_OF[key]
-            checked[key] = _SCHEMA[section][key](f"--{key}", raw)
+        for option, raw in changes.items():
+            section, key = _OPTIONS[option]
+            checked[field_name(section, key)] = _SCHEMA[section][key](f"--{option}", raw)
         return attr.evolve(self, **checked)
 
 
@@ -298,6 +302,7 @@ _SCHEMA: dict[str, dict[str, Callable[[str, str], Any]]] = {
         "kubeconfig": _text,
         "context": _text,
         "request_timeout": _positive_float,
+        "retry_seconds": _seconds,
         "threads": _positive_int,
         "project_cache_seconds": _seconds,
     },
@@ -314,5 +319,19 @@ _SCHEMA: dict[str, dict[str, Callable[[str, str], Any]]] = {
         "timeout": _positive_float,
         "pull_secret": _secret_name,
     },
+    "spool": {"path": _text, "max_entries": _positive_int},
 }
-_SECTION_OF = {key: section for section, keys in _SCHEMA.items() for key in keys}
+# Command-line overrides: option -> (section, key).
+_OPTIONS = {
+    "listen": ("server", "listen"),
+    "namespace": ("kubernetes", "namespace"),
+    "kubeconfig": ("kubernetes", "kubeconfig"),
+    "spool": ("spool", "path"),
+}
+
+
+def field_name(section: str, key: str) -> str:
+    """The :class:`Config` attribute of an ini key: the key itself, except in
+    sections whose keys would be ambiguous alone (``[spool] path`` is
+    ``spool_path``)."""
+    return f"spool_{key}" if section == "spool" else key

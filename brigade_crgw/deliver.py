@@ -4,27 +4,36 @@
 project, checks the sender's credentials, decodes the payload and creates
 the builds, in that order.  The web layer runs it on the thread pool in a
 single trip, so everything that blocks or burns CPU happens off the reactor
-thread, and it can be tested without a reactor.  It answers only once
-Kubernetes holds every build; anything else is a :class:`Refusal`.
+thread, and it can be tested without a reactor.  It answers 200 only once
+Kubernetes holds every build, and 202 only once they are durably in the
+spool; anything else is a :class:`Refusal`.
+
+While Kubernetes is unavailable its calls are retried until
+``[kubernetes] retry_seconds`` have passed since the work began (the build
+names are deterministic, so a create that did get through comes back as
+AlreadyExists); then the builds go to the spool, when there is one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 import attr
 from twisted.logger import Logger
 
-from . import auth, brigade, enrich, registries
+from . import auth, brigade, enrich, registries, retry
 from .config import WHEN_CONFIGURED, Config
 from .events import ImageEvent
 from .images import ImageLookup
-from .kube import SecretStore, StoreRejected, StoreUnavailable
+from .kube import SecretStore, StoreForbidden, StoreRejected, StoreUnavailable
+from .spool import Spool, SpoolError, SpoolFull
 
 log = Logger()
 
 RETRY_AFTER = "5"
+T = TypeVar("T")
 
 
 class Refusal(Exception):
@@ -102,7 +111,9 @@ class Outcome:
 class ProjectReader(Protocol):
     """Where projects are read: the store, or a cache in front of it."""
 
-    def get_project(self, project_id: str) -> brigade.Project | None: ...
+    def get_project(
+        self, project_id: str, timeout: float | None = None
+    ) -> brigade.Project | None: ...
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -113,12 +124,18 @@ class Pipeline:
     :param projects: where projects are read (a :class:`ProjectCache` or the store).
     :param store: where builds are created.
     :param images: registry lookups, or None when ``[registry] hosts`` is empty.
+    :param spool: where builds wait while Kubernetes is away; None: no spool.
+    :param clock: monotonic seconds, for the retry budget.
+    :param sleep: the pause between retries.
     """
 
     config: Config
     projects: ProjectReader
     store: SecretStore
     images: ImageLookup | None = None
+    spool: Spool | None = None
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], object] = time.sleep
     policy: auth.Policy = attr.ib(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -129,7 +146,8 @@ class Pipeline:
 
         :raises Refusal: for every answer other than success.
         """
-        project = self._authorised_project(webhook, trace)
+        deadline = self.clock() + self.config.retry_seconds
+        project = self._authorised_project(webhook, trace, deadline)
         try:
             delivery = registries.decode(webhook.body, webhook.headers, webhook.query_registry)
         except registries.PayloadError as e:
@@ -171,8 +189,8 @@ class Pipeline:
         looked = self.images.look_up(project, chosen) if self.images is not None else None
         commit = webhook.target.commit
         annotate = self.config.annotate_payload
-        self._create(enrich.build_secrets(project, chosen, looked, commit, annotate), trace)
-        return Outcome(200, {"status": "Success", "builds": list(trace.builds)})
+        secrets = enrich.build_secrets(project, chosen, looked, commit, annotate)
+        return self._create(secrets, trace, deadline)
 
     def screen(
         self, target: Target, headers: Mapping[str, str], query_token: str | None, trace: Trace
@@ -183,14 +201,26 @@ class Pipeline:
 
         :raises Refusal: what :meth:`deliver` would answer (401, 404, 503).
         """
-        project = self._project(target, trace)
+        project = self._project(target, trace, self.clock() + self.config.retry_seconds)
         presented = auth.Presented(headers, query_token, b"")
         try:
             auth.screen(self.policy, project.data if project else None, presented)
         except auth.Unauthorized as e:
             raise _unauthorized(e, trace.project) from None
 
-    def _project(self, target: Target, trace: Trace) -> brigade.Project | None:
+    def _retried(self, deadline: float, attempt: Callable[[float], T]) -> T:
+        """``attempt(timeout)``, retried while Kubernetes is unavailable and
+        the retry budget lasts."""
+        if self.config.retry_seconds <= 0:
+            budget = 0.0
+        else:
+            # At least one short attempt, even when the project read took it all.
+            budget = max(deadline - self.clock(), retry.MIN_ATTEMPT)
+        return retry.within(
+            budget, self.config.request_timeout, attempt, clock=self.clock, sleep=self.sleep
+        )
+
+    def _project(self, target: Target, trace: Trace, deadline: float) -> brigade.Project | None:
         """The project the URL names, or None (refused at once when the
         policy says that an unknown project is a 404)."""
         project_id = brigade.project_id(target.project)
@@ -200,16 +230,20 @@ class Pipeline:
         # be one Kubernetes could hold: no such project, without asking.
         if brigade.is_secret_name(project_id):
             try:
-                project = self.projects.get_project(project_id)
+                project = self._retried(
+                    deadline, lambda timeout: self.projects.get_project(project_id, timeout)
+                )
             except StoreUnavailable as e:
                 raise _store_failed("reading the project", e) from None
         if project is None and self.policy.require == WHEN_CONFIGURED:
             raise Refusal(404, "project not found")
         return project
 
-    def _authorised_project(self, webhook: Webhook, trace: Trace) -> brigade.Project:
+    def _authorised_project(
+        self, webhook: Webhook, trace: Trace, deadline: float
+    ) -> brigade.Project:
         """The project the URL names, if the sender may trigger it."""
-        project = self._project(webhook.target, trace)
+        project = self._project(webhook.target, trace, deadline)
         presented = auth.Presented(webhook.headers, webhook.query_token, webhook.body)
         try:
             method = auth.authorise(self.policy, project.data if project else None, presented)
@@ -224,18 +258,62 @@ class Pipeline:
         assert project is not None
         return project
 
-    def _create(self, secrets: Sequence[Mapping[str, Any]], trace: Trace) -> None:
-        """Create every build; a redelivered one already exists, which is success."""
-        for secret in secrets:
-            try:
-                self.store.create_build(secret)
-            except StoreUnavailable as e:
+    def _create(
+        self, secrets: Sequence[Mapping[str, Any]], trace: Trace, deadline: float
+    ) -> Outcome:
+        """Create every build; a redelivered one already exists, which is
+        success.  Past the retry budget they are spooled, when there is a spool."""
+        names = [str(secret["metadata"]["name"]) for secret in secrets]
+
+        def create_all(timeout: float) -> None:
+            for secret in secrets:
+                self.store.create_build(secret, timeout)
+
+        try:
+            self._retried(deadline, create_all)
+        except StoreRejected as e:
+            raise Refusal(422, "rejected", f"Kubernetes refused the build Secret: {e}") from None
+        except StoreUnavailable as e:
+            if self.spool is None:
                 raise _store_failed("creating the build", e) from None
-            except StoreRejected as e:
-                raise Refusal(
-                    422, "rejected", f"Kubernetes refused the build Secret: {e}"
-                ) from None
-            trace.builds.append(str(secret["metadata"]["name"]))
+            return self._queue(secrets, names, trace, e)
+        trace.builds.extend(names)
+        return Outcome(200, {"status": "Success", "builds": names})
+
+    def _queue(
+        self,
+        secrets: Sequence[Mapping[str, Any]],
+        names: list[str],
+        trace: Trace,
+        error: StoreUnavailable,
+    ) -> Outcome:
+        """Write the builds to the spool; answer 202 once that is durable."""
+        assert self.spool is not None
+        try:
+            self.spool.put(secrets)
+        except SpoolFull as full:
+            _store_failed("creating the build", error)
+            log.warn(
+                "cannot queue the builds of {project}: {full}", project=trace.project, full=full
+            )
+            raise unavailable(
+                "Kubernetes is unavailable and the spool is full; retry later"
+            ) from None
+        except SpoolError as broken:
+            _store_failed("creating the build", error)
+            log.error(
+                "cannot queue the builds of {project}: {error}", project=trace.project, error=broken
+            )
+            raise unavailable("Kubernetes is unavailable; retry later") from None
+        emit = log.error if isinstance(error, StoreForbidden) else log.info
+        for name in names:
+            emit(
+                "queued build {build} in the spool: Kubernetes is unavailable ({error})",
+                build=name,
+                error=str(error),
+            )
+        trace.builds.extend(names)
+        return Outcome(202, {"status": "queued", "builds": names})
 
 
 def merged(events: Iterable[ImageEvent]) -> list[ImageEvent]:
@@ -262,6 +340,8 @@ def _unauthorized(error: auth.Unauthorized, project_id: str) -> Refusal:
 
 
 def _store_failed(doing: str, error: StoreUnavailable) -> Refusal:
-    # The details are for the operator; the sender only needs to retry.
-    log.warn("Kubernetes failed while {doing}: {error}", doing=doing, error=str(error))
+    # The details are for the operator; the sender only needs to retry.  A
+    # permission the gateway lacks is an operator's error, not an outage.
+    emit = log.error if isinstance(error, StoreForbidden) else log.warn
+    emit("Kubernetes failed while {doing}: {error}", doing=doing, error=str(error))
     return unavailable("Kubernetes is unavailable; retry later")

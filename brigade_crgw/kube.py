@@ -37,6 +37,11 @@ class StoreUnavailable(Exception):
     """Kubernetes could not answer (unreachable, timed out, refused, 5xx)."""
 
 
+class StoreForbidden(StoreUnavailable):
+    """Kubernetes answered 401 or 403: the gateway's own identity lacks a
+    permission.  Handled like an outage, but logged as an error."""
+
+
 class StoreRejected(Exception):
     """Kubernetes refused the object itself (400, 413, 422): retrying the same
     object cannot succeed.  str() is Kubernetes' reason, safe to show."""
@@ -49,9 +54,10 @@ class StoreConfigError(Exception):
 class SecretStore(Protocol):
     """What the gateway needs of Kubernetes."""
 
-    def get_project(self, project_id: str) -> Project | None:
+    def get_project(self, project_id: str, timeout: float | None = None) -> Project | None:
         """The project stored under ``project_id``, or None when there is none.
 
+        :param timeout: seconds for this call, when not the store's own.
         :raises StoreUnavailable: when Kubernetes cannot say.
         """
 
@@ -62,9 +68,11 @@ class SecretStore(Protocol):
         :raises StoreUnavailable: when Kubernetes cannot say.
         """
 
-    def create_build(self, secret: Mapping[str, Any]) -> bool:
+    def create_build(self, secret: Mapping[str, Any], timeout: float | None = None) -> bool:
         """Create the build Secret; True if it was created, False if a Secret
         of that name already existed (a redelivery).
+
+        :param timeout: seconds for this call, when not the store's own.
 
         :raises StoreUnavailable: when Kubernetes did not take it.
         :raises StoreRejected: when Kubernetes refused it as invalid.
@@ -167,16 +175,17 @@ class KubeStore:
         object.__setattr__(self, "_secrets", self.api.configuration.host.rstrip("/") + path)
         object.__setattr__(self, "_timeout", urllib3.Timeout(total=self.timeout))
 
-    def get_project(self, project_id: str) -> Project | None:
-        secret = self.get_secret(project_id)
+    def get_project(self, project_id: str, timeout: float | None = None) -> Project | None:
+        secret = self.get_secret(project_id, timeout)
         return None if secret is None else Project.from_secret(project_id, secret)
 
-    def get_secret(self, name: str) -> dict[str, Any] | None:
-        status, body = self._call("GET", f"{self._secrets}/{quote(name, safe='')}")
+    def get_secret(self, name: str, timeout: float | None = None) -> dict[str, Any] | None:
+        url = f"{self._secrets}/{quote(name, safe='')}"
+        status, body = self._call("GET", url, timeout=timeout)
         if status == 404:
             return None
         if status != 200:
-            raise StoreUnavailable(_describe_status("get", status, body))
+            raise _unavailable("get", status, body)
         try:
             secret = json.loads(body)
         except ValueError:
@@ -185,15 +194,16 @@ class KubeStore:
             raise StoreUnavailable("the API server answered something that is not a Secret")
         return secret
 
-    def create_build(self, secret: Mapping[str, Any]) -> bool:
-        status, body = self._call("POST", self._secrets, json.dumps(secret).encode("utf-8"))
+    def create_build(self, secret: Mapping[str, Any], timeout: float | None = None) -> bool:
+        body = json.dumps(secret).encode("utf-8")
+        status, body = self._call("POST", self._secrets, body, timeout)
         if status == 201 or status == 200:
             return True
         if status == 409:
             return False
         if status in _REJECTED:
             raise StoreRejected(_status_message(body) or f"Kubernetes answered {status}")
-        raise StoreUnavailable(_describe_status("create", status, body))
+        raise _unavailable("create", status, body)
 
     def check_access(self) -> None:
         """Get a Secret that need not exist: the API server answering 404 or
@@ -204,9 +214,11 @@ class KubeStore:
         """
         status, body = self._call("GET", f"{self._secrets}/{READINESS_NAME}")
         if status not in (200, 404):
-            raise StoreUnavailable(_describe_status("get", status, body))
+            raise _unavailable("get", status, body)
 
-    def _call(self, method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:
+    def _call(
+        self, method: str, url: str, body: bytes | None = None, timeout: float | None = None
+    ) -> tuple[int, bytes]:
         """One request on the shared pool; the connection always goes back to it."""
         headers = {"Accept": "application/json", "User-Agent": "brigade-crgw"}
         if body is not None:
@@ -220,7 +232,7 @@ class KubeStore:
                 url,
                 body=body,
                 headers=headers,
-                timeout=self._timeout,
+                timeout=self._timeout if timeout is None else urllib3.Timeout(total=timeout),
                 retries=False,
                 preload_content=False,
             )
@@ -242,6 +254,11 @@ def _status_message(body: bytes) -> str:
         return ""
     message = status.get("message") if isinstance(status, dict) else None
     return str(message)[:500] if message else ""
+
+
+def _unavailable(verb: str, status: int, body: bytes) -> StoreUnavailable:
+    kind = StoreForbidden if status in (401, 403) else StoreUnavailable
+    return kind(_describe_status(verb, status, body))
 
 
 def _describe_status(verb: str, status: int, body: bytes) -> str:

@@ -81,23 +81,28 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
-        spool = self.spool
-        if spool is not None:
-            Gauge(
-                "brigade_crgw_spool_depth",
-                "Builds in the spool waiting for Kubernetes.",
-                registry=registry,
-            ).set_function(lambda: spool().depth)
-            Gauge(
-                "brigade_crgw_spool_oldest_age_seconds",
-                "How long the oldest waiting build has waited (0 when none waits).",
-                registry=registry,
-            ).set_function(lambda: spool().oldest_age or 0.0)
-            Gauge(
-                "brigade_crgw_spool_rejected",
-                "Spooled builds Kubernetes refused for good.",
-                registry=registry,
-            ).set_function(lambda: spool().rejected)
+        if self.spool is not None:
+            self.watch_spool(self.spool)
+
+    def watch_spool(self, spool: Callable[[], SpoolStats]) -> None:
+        """Serve the spool's figures, as ``spool`` reads them, from now on."""
+        self.spool = spool
+        registry = self.registry
+        Gauge(
+            "brigade_crgw_spool_depth",
+            "Builds in the spool waiting for Kubernetes.",
+            registry=registry,
+        ).set_function(lambda: spool().depth)
+        Gauge(
+            "brigade_crgw_spool_oldest_age_seconds",
+            "How long the oldest waiting build has waited (0 when none waits).",
+            registry=registry,
+        ).set_function(lambda: spool().oldest_age or 0.0)
+        Gauge(
+            "brigade_crgw_spool_rejected",
+            "Spooled builds Kubernetes refused for good.",
+            registry=registry,
+        ).set_function(lambda: spool().rejected)
 
     def record(self, registry: str, code: int, builds: int, duration: float) -> None:
         """Count one answered webhook."""

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import attr
 
 from .brigade import Project
-from .kube import SecretStore
+from .kube import SecretStore, StoreUnavailable
 
 # Enough for every project of a large installation; a flood of made-up names
 # evicts the oldest entries instead of growing without bound.
@@ -41,19 +41,29 @@ class ProjectCache:
     _entries: dict[str, tuple[float, Project | None]] = attr.ib(factory=dict, init=False)
     _lock: threading.Lock = attr.ib(factory=threading.Lock, init=False)
 
-    def get_project(self, project_id: str) -> Project | None:
+    def get_project(self, project_id: str, timeout: float | None = None) -> Project | None:
         """The project, from the cache while fresh, else from the store.
 
-        :raises StoreUnavailable: as the store does; failures are not cached.
+        While Kubernetes cannot be asked, a project read before (however long
+        ago) is used, so that its webhooks can still be authorised and their
+        builds spooled; the outage is what keeps it from being refreshed.
+
+        :raises StoreUnavailable: as the store does, when nothing is known;
+            failures are not cached.
         """
         if self.seconds <= 0:
-            return self.store.get_project(project_id)
+            return self.store.get_project(project_id, timeout)
         now = self.clock()
         with self._lock:
             entry = self._entries.get(project_id)
         if entry is not None and entry[0] > now:
             return entry[1]
-        project = self.store.get_project(project_id)
+        try:
+            project = self.store.get_project(project_id, timeout)
+        except StoreUnavailable:
+            if entry is not None and entry[1] is not None:
+                return entry[1]
+            raise
         expires = now + (self.seconds if project is not None else self.miss_seconds)
         with self._lock:
             self._entries.pop(project_id, None)

@@ -30,6 +30,7 @@ from twisted.web.server import Site
 from . import images
 from .config import Config, ConfigError
 from .deliver import Pipeline
+from .drainer import Drainer
 from .kube import KubeStore, StoreConfigError, load_api_client
 from .projects import ProjectCache
 from .readiness import Readiness
@@ -41,6 +42,7 @@ from .server import (
     bounded_request,
     raise_open_files,
 )
+from .spool import Spool, SpoolError
 from .web import Gateway
 
 log = Logger()
@@ -83,6 +85,7 @@ class Options(usage.Options):
         ["listen", None, None, "Override [server] listen: an endpoint string, e.g. tcp:7744."],
         ["namespace", None, None, "Override [kubernetes] namespace (and $BRIGADE_NAMESPACE)."],
         ["kubeconfig", None, None, "Override [kubernetes] kubeconfig."],
+        ["spool", None, None, "Override [spool] path: the spool file, or '' for none."],
     ]
 
     def parseOptions(self, options: list[str] | None = None) -> None:
@@ -102,7 +105,11 @@ class Options(usage.Options):
                 config = Config.from_ini(self["config"])
             else:
                 config = Config.from_string("")
-            overrides = {k: self[k] for k in ("listen", "namespace", "kubeconfig") if self[k]}
+            overrides = {
+                k: self[k]
+                for k in ("listen", "namespace", "kubeconfig", "spool")
+                if self[k] is not None and (self[k] or k == "spool")
+            }
             config = config.replace(**overrides)
             endpoint = serverFromString(reactor, config.listen)
         except ConfigError as e:
@@ -122,6 +129,14 @@ class Options(usage.Options):
             raise ConfigurationError(str(e)) from None
         self["parsed"] = config
         self["api"] = api
+        self["spool_file"] = None
+        if config.spool_path:
+            # Opened here so that a spool that cannot be opened or read stops
+            # the start with one line naming it, before anything listens.
+            try:
+                self["spool_file"] = Spool.open(config.spool_path, config.spool_max_entries)
+            except SpoolError as e:
+                raise usage.UsageError(str(e)) from None
 
 
 @attr.s(auto_attribs=True)
@@ -183,11 +198,12 @@ def makeService(options: Options, reactor: Any = reactor) -> IService:
     projects = ProjectCache(
         store, config.project_cache_seconds, miss_seconds=config.project_cache_seconds / 5
     )
+    spool: Spool | None = options.get("spool_file")
     run = partial(deferToThreadPool, reactor, pool)
     readiness = Readiness(store.check_access, run, reactor, config.request_timeout)
     lookups = images.create(config, reactor, store)
     gateway = Gateway(
-        Pipeline(config, projects, store, lookups), run, in_flight, ready=readiness.state
+        Pipeline(config, projects, store, lookups, spool), run, in_flight, ready=readiness.state
     )
     if lookups is not None:
         lookups.lookups.record = gateway.metrics.record_lookup
@@ -218,6 +234,12 @@ def makeService(options: Options, reactor: Any = reactor) -> IService:
     CleanExitOnTerm(reactor).setServiceParent(top)
     ThreadPoolService(pool, in_flight, reactor).setServiceParent(top)
     readiness.setServiceParent(top)
+    if spool is not None:
+        # Started after the pool and so stopped before it.
+        drainer = Drainer(spool, store, run, reactor)
+        drainer.setServiceParent(top)
+        gateway.metrics.watch_spool(lambda: drainer.stats)
+        log.info("spool {path}: {depth} builds waiting", path=spool.path, depth=spool.depth())
     # Open connections are bounded here; the file limit must not bind first
     # (room is left for the Kubernetes connections, the log and the pool).
     raise_open_files(config.max_connections + config.threads + 64)

@@ -104,6 +104,8 @@ def main() -> int:
         f"Builds: kubectl --kubeconfig {admin} get secrets -l component=build\n",
         flush=True,
     )
+    spool = ROOT / ".run" / "spool.sqlite"
+    spool.parent.mkdir(mode=0o700, exist_ok=True)
     twistd = Path(sys.executable).parent / "twistd"
     argv = [
         str(twistd),
@@ -119,6 +121,10 @@ def main() -> int:
         args.namespace,
         "--kubeconfig",
         gateway,
+        # The spool, on, in the working tree (the shipped ini's /var/lib path
+        # is for systemd's StateDirectory=).
+        "--spool",
+        str(spool),
     ]
     os.environ["PYTHONPATH"] = str(ROOT)
     os.execv(argv[0], argv)

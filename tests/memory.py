@@ -32,7 +32,7 @@ class MemoryStore:
         if self.down:
             raise StoreUnavailable("ConnectionRefusedError: the memory store is down")
 
-    def get_project(self, project_id: str) -> Project | None:
+    def get_project(self, project_id: str, timeout: float | None = None) -> Project | None:
         self._check()
         secret = self.secrets.get(project_id)
         return None if secret is None else Project.from_secret(project_id, secret)
@@ -42,7 +42,7 @@ class MemoryStore:
         secret = self.secrets.get(name)
         return None if secret is None else copy.deepcopy(secret)
 
-    def create_build(self, secret: Mapping[str, Any]) -> bool:
+    def create_build(self, secret: Mapping[str, Any], timeout: float | None = None) -> bool:
         self._check()
         name = secret["metadata"]["name"]
         size = sum(len(base64.b64decode(v)) for v in (secret.get("data") or {}).values())

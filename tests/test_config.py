@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attr
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,8 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_shipped_ini_is_the_defaults() -> None:
-    """etc/brigade-crgw.ini documents exactly the built-in defaults."""
-    assert Config.from_ini(str(ROOT / "etc" / "brigade-crgw.ini"), {}) == Config()
+    """etc/brigade-crgw.ini documents exactly the built-in defaults, except
+    that it turns the spool on."""
+    shipped = Config.from_ini(str(ROOT / "etc" / "brigade-crgw.ini"), {})
+    assert shipped == attr.evolve(Config(), spool_path="/var/lib/brigade-crgw/spool.sqlite")
 
 
 def test_values_are_read() -> None:
@@ -56,6 +59,11 @@ def test_values_are_read() -> None:
         ("[auth]\nrequire = sometimes\n", "must be always or when-configured"),
         ("[auth]\ntoken_keys = a/b\n", "not a Secret data key"),
         ("listen = tcp:1\n", "not a valid ini file"),
+        ("[kubernetes]\nretry_seconds = -1\n", "must be from 0 to 86400 seconds"),
+        ("[kubernetes]\nretry_seconds = inf\n", "must be from 0 to 86400 seconds"),
+        ("[kubernetes]\nretry_seconds = soon\n", "'soon' is not a number of seconds"),
+        ("[spool]\nmax_entries = 0\n", "[spool] max_entries: must be 1 or more"),
+        ("[spool]\nsize = 1\n", "unknown key 'size' in [spool]"),
     ],
 )
 def test_mistakes_are_named(text: str, message: str) -> None:
@@ -78,6 +86,22 @@ def test_command_line_over_environment() -> None:
     assert config.namespace == "c"
     with pytest.raises(ConfigError, match="--namespace"):
         config.replace(namespace="C C")
+
+
+def test_retry_and_spool_keys() -> None:
+    """[kubernetes] retry_seconds (0 allowed) and [spool] become their fields;
+    --spool overrides the path, and an empty --spool turns the spool off."""
+    config = Config.from_string(
+        "[kubernetes]\nretry_seconds = 0\n[spool]\npath = /tmp/s.sqlite\nmax_entries = 5\n", {}
+    )
+    assert (config.retry_seconds, config.spool_path, config.spool_max_entries) == (
+        0.0,
+        "/tmp/s.sqlite",
+        5,
+    )
+    assert config.replace(spool="/x/y.sqlite").spool_path == "/x/y.sqlite"
+    assert config.replace(spool="").spool_path == ""
+    assert Config().spool_path == "" and Config().retry_seconds == 8.0
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -71,7 +71,7 @@ def test_store_down_is_503_with_retry_after(store: MemoryStore) -> None:
     """Kubernetes away means 503 and Retry-After, whether reading or creating."""
     store.down = True
     with pytest.raises(Refusal) as refused:
-        pipeline(store).deliver(webhook(), Trace())
+        pipeline(store, retry_seconds=0).deliver(webhook(), Trace())
     assert (refused.value.code, refused.value.headers) == (503, {"Retry-After": "5"})
 
 

@@ -100,3 +100,17 @@ def test_metrics_show_the_spool(tmp_path: Path) -> None:
     assert "brigade_crgw_spool_rejected 0.0\n" in text
     assert "brigade_crgw_spool_oldest_age_seconds " in text
     assert "brigade_crgw_spool_depth" not in Metrics(lambda: 0).render()
+
+
+def test_metrics_watch_a_spool_given_later(tmp_path: Path) -> None:
+    """A spool handed to the metrics after they were made (as makeService
+    does) is served from then on."""
+    from brigade_crgw.metrics import Metrics
+
+    service, spool, clock = make(tmp_path, MemoryStore(down=True))
+    spool.put([build("a")])
+    service.startService()
+    clock.advance(0)
+    metrics = Metrics(lambda: 0)
+    metrics.watch_spool(lambda: service.stats)
+    assert "brigade_crgw_spool_depth 1.0\n" in metrics.render()

@@ -17,9 +17,9 @@ class CountingStore(MemoryStore):
 
     reads = 0
 
-    def get_project(self, project_id: str):  # type: ignore[no-untyped-def]
+    def get_project(self, project_id: str, timeout: float | None = None):  # type: ignore[no-untyped-def]
         self.reads += 1
-        return super().get_project(project_id)
+        return super().get_project(project_id, timeout)
 
 
 class Clock:
@@ -75,6 +75,23 @@ def test_failures_are_not_cached() -> None:
     store.down = False
     assert cache.get_project("brigade-x") is None
     assert store.reads == 2
+
+
+def test_known_project_outlives_an_outage() -> None:
+    """While the store is unavailable, a project read before is used past
+    its time; one never read still raises."""
+    store, clock = CountingStore(), Clock()
+    store.put(project_secret("acme/app"))
+    cache = ProjectCache(store, 5.0, 1.0, clock)
+    pid = project_id("acme/app")
+    assert cache.get_project(pid) is not None
+    clock.now += 3600
+    store.down = True
+    project = cache.get_project(pid)
+    assert project is not None and project.name == "acme/app"
+    with pytest.raises(StoreUnavailable):
+        cache.get_project(project_id("acme/other"))
+    assert store.reads == 3
 
 
 def test_size_is_bounded() -> None:

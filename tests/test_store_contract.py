@@ -99,6 +99,17 @@ def test_build_is_created_once(arranged: Arranged) -> None:
     assert decoded(arranged.read(secret["metadata"]["name"]))["payload"] == "{}"
 
 
+def test_calls_take_a_timeout_of_their_own(arranged: Arranged) -> None:
+    """Both calls accept a per-call timeout (the in-request retry cuts them
+    to fit its budget) and behave as without one."""
+    arranged.put(project_secret("contract/timeout"))
+    project = arranged.store.get_project(brigade.project_id("contract/timeout"), 4.0)
+    assert project is not None
+    secret = _build(project, "timeout")
+    assert arranged.store.create_build(secret, 4.0) is True
+    assert arranged.store.create_build(secret, 4.0) is False
+
+
 def test_oversized_build_is_rejected(arranged: Arranged) -> None:
     """A build Secret over Kubernetes' 1 MiB limit is refused as invalid
     (StoreRejected, never retried), with Kubernetes' reason, and not stored."""

@@ -45,7 +45,8 @@ class WebTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.store = MemoryStore()
         self.store.put(project_secret("acme/app"))
-        self.config = Config()
+        # No in-request retry here (it would sleep); tests/test_deliver_spool.py has it.
+        self.config = Config(retry_seconds=0)
 
     def gateway(self, **config: Any) -> StubTreq:
         pipeline = Pipeline(Config(**config) if config else self.config, self.store, self.store)
