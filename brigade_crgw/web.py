@@ -283,7 +283,9 @@ class Gateway:
                 self.in_flight.leave()
             return result
 
-        answered.addBoth(settled, answered)
+        # A sender that hangs up ends ``answered`` with ConnectionDone: no
+        # error here (the abandoned webhook is logged once its work ends).
+        answered.addBoth(settled, answered).addErrback(lambda failure: None)
         outcome = _detached(work)
         work.addBoth(settled, work)
         try:

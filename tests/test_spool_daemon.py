@@ -112,6 +112,12 @@ class Rig:
                 return found
             time.sleep(0.3)
 
+    def wait_for_metric(self, name: str, value: float, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while self.metric(name) != value and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert self.metric(name) == value
+
     def metric(self, name: str) -> float:
         assert self.gateway is not None
         text = self.gateway.request("GET", "/metrics").body.decode()
@@ -203,7 +209,7 @@ def test_sigkill_with_a_spool_then_restart_drains_once(rig: Rig) -> None:
     # A retry of a spooled delivery while Kubernetes is still away.
     again = rig.push(3)
     assert again.status == 202 and _names(again) == _names(answers[3])
-    assert rig.metric("brigade_crgw_spool_depth") in (0, 8)  # figures lag up to a second
+    rig.wait_for_metric("brigade_crgw_spool_depth", 8)  # refreshed every second
     gateway.process.kill()
     gateway.process.wait(10)
     rig.proxy.set(FORWARD)
@@ -215,10 +221,7 @@ def test_sigkill_with_a_spool_then_restart_drains_once(rig: Rig) -> None:
     assert_exactly_once(answers, found)
     for n, answer in retried.items():
         assert _names(answer) == found[n]
-    deadline = time.monotonic() + 10
-    while rig.metric("brigade_crgw_spool_depth") and time.monotonic() < deadline:
-        time.sleep(0.3)
-    assert rig.metric("brigade_crgw_spool_depth") == 0
+    rig.wait_for_metric("brigade_crgw_spool_depth", 0)
 
 
 def test_full_spool_is_503(rig: Rig) -> None:
