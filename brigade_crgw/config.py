@@ -215,6 +215,9 @@ class Config:
     endpoints: tuple[tuple[str, str], ...] = ()
     timeout: float = 3.0
     pull_secret: str = ""
+    # [spool]
+    spool_path: str = ""
+    spool_max_entries: int = 10000
 
     def __attrs_post_init__(self) -> None:
         unlisted = [name for name, _ in self.endpoints if name not in self.hosts]
@@ -227,9 +230,6 @@ class Config:
         """Each host the gateway may look images up in, to its base URL."""
         given = dict(self.endpoints)
         return {host: given.get(host) or lookup.default_endpoint(host) for host in self.hosts}
-    # [spool]
-    spool_path: str = ""
-    spool_max_entries: int = 10000
 
     @classmethod
     def from_string(cls, text: str, environ: Mapping[str, str] | None = None) -> Config:

@@ -201,7 +201,7 @@ class Pipeline:
 
         :raises Refusal: what :meth:`deliver` would answer (401, 404, 503).
         """
-        project = self._project(target, trace, self.clock() + self.config.retry_seconds)
+        project = self._project(target, trace, self.clock() + self.config.retry_seconds, True)
         presented = auth.Presented(headers, query_token, b"")
         try:
             auth.screen(self.policy, project.data if project else None, presented)
@@ -220,11 +220,24 @@ class Pipeline:
             budget, self.config.request_timeout, attempt, clock=self.clock, sleep=self.sleep
         )
 
-    def _project(self, target: Target, trace: Trace, deadline: float) -> brigade.Project | None:
+    def _project(
+        self, target: Target, trace: Trace, deadline: float, screening: bool = False
+    ) -> brigade.Project | None:
         """The project the URL names, or None (refused at once when the
-        policy says that an unknown project is a 404)."""
+        policy says that an unknown project is a 404).
+
+        :param screening: for :meth:`screen`: a project the cache knows is
+            used as it is, however old, without asking Kubernetes (deliver
+            reads it properly), so that an outage is waited out once per
+            webhook, not twice.
+        """
         project_id = brigade.project_id(target.project)
         trace.project = project_id
+        known = getattr(self.projects, "known", None)
+        if screening and known is not None and brigade.is_secret_name(project_id):
+            project = known(project_id)
+            if project is not None:
+                return project
         project = None
         # A name already starting with brigade- is taken as an ID, and may not
         # be one Kubernetes could hold: no such project, without asking.

@@ -41,6 +41,13 @@ class ProjectCache:
     _entries: dict[str, tuple[float, Project | None]] = attr.ib(factory=dict, init=False)
     _lock: threading.Lock = attr.ib(factory=threading.Lock, init=False)
 
+    def known(self, project_id: str) -> Project | None:
+        """The project as last read, however long ago, without asking the
+        store; None when it was never read (or was missing)."""
+        with self._lock:
+            entry = self._entries.get(project_id)
+        return None if entry is None else entry[1]
+
     def get_project(self, project_id: str, timeout: float | None = None) -> Project | None:
         """The project, from the cache while fresh, else from the store.
 
@@ -61,9 +68,13 @@ class ProjectCache:
         try:
             project = self.store.get_project(project_id, timeout)
         except StoreUnavailable:
-            if entry is not None and entry[1] is not None:
-                return entry[1]
-            raise
+            if entry is None or entry[1] is None:
+                raise
+            # Asked again in ``seconds``, not by every webhook of the outage
+            # (each would wait out a hanging API server).
+            with self._lock:
+                self._entries[project_id] = (now + self.seconds, entry[1])
+            return entry[1]
         expires = now + (self.seconds if project is not None else self.miss_seconds)
         with self._lock:
             self._entries.pop(project_id, None)

@@ -214,3 +214,21 @@ def test_forbidden_is_logged_as_an_error_and_queued(
     assert pipeline(store, t, spool).deliver(webhook(), Trace()).code == 202
     errors = [e for e in logged if e.get("log_level") == LogLevel.error]
     assert errors and "create secrets" in str(errors[0].get("error"))
+
+
+def test_screen_uses_the_known_project_without_waiting(memory: MemoryStore) -> None:
+    """Screening a webhook (before its body is read) during an outage uses
+    the project as last read, without asking Kubernetes, so the webhook
+    waits out the outage once (in deliver), not twice."""
+    t = Time()
+    store = Flaky(memory)
+    cache = ProjectCache(store, 5.0, 1.0, clock=t.clock)
+    cache.get_project(project_id("acme/app"))
+    t.now += 60
+    store.reads_fail = True
+    asked: list[str] = []
+    store.get_project = lambda *a, **k: asked.append("read")  # type: ignore[method-assign]
+    pipeline(store, t, projects=cache).screen(
+        Target(project="acme/app", commit=""), {}, TOKEN, Trace()
+    )
+    assert asked == [] and t.now == 1060

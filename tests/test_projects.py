@@ -89,9 +89,26 @@ def test_known_project_outlives_an_outage() -> None:
     store.down = True
     project = cache.get_project(pid)
     assert project is not None and project.name == "acme/app"
+    assert cache.get_project(pid) is project  # not asked again at once
     with pytest.raises(StoreUnavailable):
         cache.get_project(project_id("acme/other"))
     assert store.reads == 3
+
+
+def test_known_never_asks_the_store() -> None:
+    """known() gives the project as last read, even expired, without a read;
+    None for a project never read."""
+    store, clock = CountingStore(), Clock()
+    store.put(project_secret("acme/app"))
+    cache = ProjectCache(store, 5.0, 1.0, clock)
+    pid = project_id("acme/app")
+    assert cache.known(pid) is None
+    cache.get_project(pid)
+    clock.now += 3600
+    store.down = True
+    project = cache.known(pid)
+    assert project is not None and project.name == "acme/app"
+    assert store.reads == 1
 
 
 def test_size_is_bounded() -> None:
