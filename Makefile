@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := setup.py $(shell find brigade_crgw twisted -name '*.py' 2>/dev/null)
 
-.PHONY: venv run test test-fast lint bench plane-up plane-down image helm clean
+.PHONY: venv run test test-fast lint bench plane-up plane-down image helm chart clean
 
 venv: $(VENV)/.installed
 
@@ -53,6 +53,11 @@ image: venv
 # helm, built from its Go module once and cached.
 helm: venv
 	$(BIN)/python -m devtools.helm
+
+# The Helm chart, linted and packaged into build/ (brigade-crgw-<version>.tgz).
+chart: helm
+	$$($(BIN)/python -m devtools.helm) lint --strict charts/brigade-crgw
+	$$($(BIN)/python -m devtools.helm) package charts/brigade-crgw --destination build
 
 plane-up: venv
 	scripts/control-plane up
