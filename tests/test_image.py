@@ -149,7 +149,8 @@ def start(
     code is the container's) and wait for /healthz.
 
     The ini and kubeconfig are mounted read-only, owned by the image's user
-    with mode 0400 as a Kubernetes Secret volume with fsGroup would give them.
+    with mode 0400 as a Kubernetes Secret volume with fsGroup would give them;
+    the spool is on a named volume, the root filesystem read-only.
     """
     port = gateway_process.free_port()
     mounts = tmp / f"mounts-{port}"
@@ -159,6 +160,7 @@ def start(
         f"[server]\nlisten = tcp:{port}:interface=127.0.0.1\nread_timeout = 5\n"
         f"[kubernetes]\nnamespace = {namespace}\nkubeconfig = /etc/brigade-crgw/kubeconfig\n"
         "request_timeout = 3\nthreads = 4\n"
+        f"[spool]\npath = {image.STATE_DIR}/spool.sqlite\n"
     )
     for path in mounts.iterdir():
         os.chown(path, image.USER_ID, image.USER_ID)
@@ -174,6 +176,9 @@ def start(
             *RUN_OPTIONS,
             "--volume",
             f"{mounts}:/etc/brigade-crgw:ro",
+            # A new named volume takes the image's directory and its owner.
+            "--volume",
+            f"{container}-spool:{image.STATE_DIR}",
             name,
         ],
         stdin=subprocess.DEVNULL,
@@ -224,6 +229,7 @@ def container(
     yield gateway, proxy
     podman("rm", "--force", "--time", "0", container_name(gateway), check=False)
     gateway.process.wait(30)
+    podman("volume", "rm", "--force", f"{container_name(gateway)}-spool", check=False)
     proxy.close()
 
 
