@@ -258,7 +258,17 @@ class BoundedRequest(Request):
             return
         channel = self.channel
         command, path = getattr(channel, "_command", None), getattr(channel, "_path", None)
-        if self.screen is not None and isinstance(path, bytes) and isinstance(command, bytes):
+        # A body no larger than one read costs no more to hold than the read
+        # itself, so it is judged whole, in the webhook's one trip to the
+        # pool; only larger bodies, or bodies of unknown length, are judged
+        # at their headers first.
+        worth_screening = length is None or length > SCREEN_ABOVE
+        if (
+            self.screen is not None
+            and worth_screening
+            and isinstance(path, bytes)
+            and isinstance(command, bytes)
+        ):
             # HTTPChannel keeps the request line there until the body is in.
             self._pause()
             screened = self.screen(command, path, self.requestHeaders)
@@ -389,6 +399,9 @@ class _Overflow(Protocol):
 # the start of a body arrives with its headers and waits in the channel while
 # the headers are judged: smaller reads keep that small for every connection.
 READ_SIZE = 16 * 1024
+# Bodies up to this size are read before the webhook is judged (see
+# BoundedRequest.gotLength).
+SCREEN_ABOVE = READ_SIZE
 
 
 class _Connection(ProtocolWrapper):

@@ -15,7 +15,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from brigade_crgw.deliver import Refusal
-from brigade_crgw.server import BodyBudget, ConnectionLimit, bounded_request
+from brigade_crgw.server import SCREEN_ABOVE, BodyBudget, ConnectionLimit, bounded_request
 
 
 class Echo(Resource):
@@ -101,13 +101,33 @@ class ScreenTests(SynchronousTestCase):
         the rest of the body reach the resource."""
         screen = Screen()
         transport, channel = connect(screen)
-        channel.dataReceived(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234")
-        channel.dataReceived(b"567")
+        size = SCREEN_ABOVE + 10
+        channel.dataReceived(
+            b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n01234" % size
+        )
+        channel.dataReceived(b"5" * (size - 7))
         screen.calls[0][2].callback(None)
         self.assertEqual(transport.producerState, "producing")
         channel.dataReceived(b"89")
         self.assertEqual(status(transport), 200)
-        self.assertTrue(transport.value().endswith(b"10"))
+        self.assertTrue(transport.value().endswith(b"%d" % size))
+
+    def test_small_body_is_not_screened(self) -> None:
+        """A body no larger than one read is read at once and judged whole
+        (one trip to the pool); one a byte larger is screened."""
+        screen = Screen()
+        transport, channel = connect(screen)
+        channel.dataReceived(
+            b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % SCREEN_ABOVE
+            + b"x" * SCREEN_ABOVE
+        )
+        self.assertEqual(screen.calls, [])
+        self.assertEqual(status(transport), 200)
+        transport, channel = connect(screen)
+        channel.dataReceived(
+            b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (SCREEN_ABOVE + 1)
+        )
+        self.assertEqual(len(screen.calls), 1)
 
     def test_no_screen_without_a_body(self) -> None:
         """A request without a body is not screened."""
