@@ -26,7 +26,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from . import text
+from . import registries, text
 from .deliver import Outcome, Pipeline, Refusal, Target, Trace, Webhook, unavailable
 from .metrics import Metrics
 from .server import InFlight
@@ -103,12 +103,14 @@ def parse_target(raw_path: bytes, route: str, query_commit: str | None) -> Targe
     return Target(project="/".join(names), commit=commit)
 
 
-def _headers(request: IRequest) -> dict[str, str]:
+def _headers(headers: Headers) -> dict[str, str]:
     """Lower-cased header names to their first value, decoded leniently."""
-    return {
-        name.decode("latin-1").lower(): values[0].decode("latin-1")
-        for name, values in request.requestHeaders.getAllRawHeaders()
-    }
+    return registries.lower_names(
+        {
+            name.decode("latin-1"): values[0].decode("latin-1")
+            for name, values in headers.getAllRawHeaders()
+        }
+    )
 
 
 def _query(request: IRequest, name: str) -> str | None:
@@ -124,7 +126,7 @@ def _query(request: IRequest, name: str) -> str | None:
 def _check_media_type(headers: Mapping[str, str]) -> None:
     """Only JSON bodies are accepted; a missing Content-Type is taken as JSON,
     since some registries send none."""
-    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = registries.media_type(headers)
     if content_type and not _JSON_TYPE.match(content_type):
         raise Refusal(
             415, "unsupported media type", "the body must be JSON (Content-Type: application/json)"
@@ -136,7 +138,7 @@ def read_webhook(request: IRequest, route: str) -> Webhook:
 
     :raises Refusal: 400 or 415.
     """
-    headers = _headers(request)
+    headers = _headers(request.requestHeaders)
     _check_media_type(headers)
     target = parse_target(request.path, route, _query(request, "commit"))
     body = request.content.read() if request.content is not None else b""
@@ -203,7 +205,7 @@ class Gateway:
     def handshake(self, request: IRequest, route: str, rest: str) -> bytes:
         """The CloudEvents webhook abuse-protection handshake (Event Grid's
         CloudEvents deliveries ask it before the first event)."""
-        origin = _headers(request).get("webhook-request-origin")
+        origin = _headers(request.requestHeaders).get("webhook-request-origin")
         request.setHeader("Allow", "POST, OPTIONS")
         if origin:
             request.setHeader("WebHook-Allowed-Origin", origin)
@@ -238,11 +240,7 @@ class Gateway:
         except Refusal as refusal:
             self._log(refusal.code, trace, started, refusal.reason)
             return succeed(refusal)
-        lowered = {
-            name.decode("latin-1").lower(): values[0].decode("latin-1")
-            for name, values in headers.getAllRawHeaders()
-        }
-        work = self.run(self.pipeline.screen, target, lowered, token, trace)
+        work = self.run(self.pipeline.screen, target, _headers(headers), token, trace)
 
         def judged(result: object) -> Refusal | None:
             self.in_flight.leave()
