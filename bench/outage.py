@@ -71,6 +71,7 @@ def main() -> int:
         ns,
         kubeconfig,
         {
+            "server": {"read_timeout": 30},
             "kubernetes": {"threads": 8, "request_timeout": 10, "retry_seconds": 8},
             "spool": {"path": tmp / "spool.sqlite"},
         },

@@ -34,6 +34,22 @@ log = Logger()
 
 RETRY_AFTER = "5"
 T = TypeVar("T")
+# Once an outage has outlasted the retry budget, a webhook makes one attempt
+# of at most this many seconds before its builds go to the spool.
+QUICK_ATTEMPT = 1.0
+
+
+@attr.s(auto_attribs=True)
+class Health:
+    """Since when Kubernetes has been failing every webhook (None: it answers).
+
+    Shared by the webhooks of the process: the retry budget is for riding
+    out a short outage, and once one has lasted longer than that, waiting
+    the whole budget again in every webhook would only hold the thread pool
+    (and, with it, every other webhook) while the spool is there to take them.
+    """
+
+    failing_since: float | None = None
 
 
 class Refusal(Exception):
@@ -136,6 +152,7 @@ class Pipeline:
     spool: Spool | None = None
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], object] = time.sleep
+    health: Health = attr.ib(factory=Health)
     policy: auth.Policy = attr.ib(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -208,17 +225,43 @@ class Pipeline:
         except auth.Unauthorized as e:
             raise _unauthorized(e, trace.project) from None
 
-    def _retried(self, deadline: float, attempt: Callable[[float], T]) -> T:
+    def _long_outage(self) -> bool:
+        """Whether Kubernetes has failed every create for longer than the budget."""
+        failing = self.health.failing_since
+        budget = self.config.retry_seconds
+        return budget > 0 and failing is not None and self.clock() - failing > budget
+
+    def _retried(self, deadline: float, attempt: Callable[[float], T], creating: bool = False) -> T:
         """``attempt(timeout)``, retried while Kubernetes is unavailable and
-        the retry budget lasts."""
+        the retry budget lasts.
+
+        :param creating: the attempt creates builds; its outcome tells
+            :attr:`health` whether Kubernetes answers (a project read may come
+            from the cache and tell nothing).
+        """
+        started = self.clock()
+        per_call = self.config.request_timeout
         if self.config.retry_seconds <= 0:
             budget = 0.0
+        elif self._long_outage():
+            # An outage longer than the budget already: one quick attempt.
+            budget, per_call = 0.0, min(per_call, QUICK_ATTEMPT)
         else:
             # At least one short attempt, even when the project read took it all.
-            budget = max(deadline - self.clock(), retry.MIN_ATTEMPT)
-        return retry.within(
-            budget, self.config.request_timeout, attempt, clock=self.clock, sleep=self.sleep
-        )
+            budget = max(deadline - started, retry.MIN_ATTEMPT)
+        try:
+            result = retry.within(budget, per_call, attempt, clock=self.clock, sleep=self.sleep)
+        except StoreUnavailable:
+            if creating and self.health.failing_since is None:
+                self.health.failing_since = started
+            raise
+        except StoreRejected:
+            if creating:
+                self.health.failing_since = None  # it answered
+            raise
+        if creating:
+            self.health.failing_since = None
+        return result
 
     def _project(
         self, target: Target, trace: Trace, deadline: float, screening: bool = False
@@ -229,12 +272,14 @@ class Pipeline:
         :param screening: for :meth:`screen`: a project the cache knows is
             used as it is, however old, without asking Kubernetes (deliver
             reads it properly), so that an outage is waited out once per
-            webhook, not twice.
+            webhook, not twice.  Past the retry budget of an outage, deliver
+            does the same.
         """
         project_id = brigade.project_id(target.project)
         trace.project = project_id
         known = getattr(self.projects, "known", None)
-        if screening and known is not None and brigade.is_secret_name(project_id):
+        use_known = screening or self._long_outage()
+        if use_known and known is not None and brigade.is_secret_name(project_id):
             project = known(project_id)
             if project is not None:
                 return project
@@ -283,7 +328,7 @@ class Pipeline:
                 self.store.create_build(secret, timeout)
 
         try:
-            self._retried(deadline, create_all)
+            self._retried(deadline, create_all, creating=True)
         except StoreRejected as e:
             raise Refusal(422, "rejected", f"Kubernetes refused the build Secret: {e}") from None
         except StoreUnavailable as e:

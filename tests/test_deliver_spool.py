@@ -232,3 +232,24 @@ def test_screen_uses_the_known_project_without_waiting(memory: MemoryStore) -> N
         Target(project="acme/app", commit=""), {}, TOKEN, Trace()
     )
     assert asked == [] and t.now == 1060
+
+
+def test_after_a_long_outage_webhooks_go_to_the_spool_quickly(
+    memory: MemoryStore, spool: Spool
+) -> None:
+    """Once Kubernetes has failed for longer than the budget, a webhook makes
+    one quick attempt and is queued, instead of holding a thread for the
+    whole budget; the first success ends that."""
+    t = Time()
+    store = Flaky(memory)
+    deliver = pipeline(store, t, spool).deliver
+    assert deliver(webhook(1), Trace()).code == 202  # waits the budget out
+    t.now += 5  # the outage is now older than the budget
+    before, creates = t.now, store.creates
+    assert deliver(webhook(2), Trace()).code == 202
+    assert t.now == before and store.creates == creates + 1
+    assert store.timeouts[-1] is not None and store.timeouts[-1] <= 1.0
+    store.failures = 0  # Kubernetes is back
+    assert deliver(webhook(3), Trace()).code == 200
+    store.failures = 2  # a new, short blip is ridden out again
+    assert deliver(webhook(4), Trace()).code == 200
