@@ -264,6 +264,10 @@ def gateway_ini(
         ini["server"]["max_body_bytes"] = str(max_body)
     ini["kubernetes"]["namespace"] = namespace
     ini["kubernetes"]["kubeconfig"] = str(kubeconfig)
+    if ini.has_option("spool", "path") and ini["spool"]["path"]:
+        # The shipped spool lives in systemd's StateDirectory; this one is
+        # the bench's, one file per gateway.
+        ini["spool"]["path"] = str(kubeconfig.parent / f"spool-{port}.sqlite")
     for (section, key), value in (overrides or {}).items():
         ini[section][key] = value
     lines = []

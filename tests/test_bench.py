@@ -133,6 +133,7 @@ def test_gateway_ini_keeps_the_shipped_defaults() -> None:
     assert "listen = tcp:4321:interface=127.0.0.1" in text
     assert "max_body_bytes = 786432" in text and "threads = 8" in text
     assert "max_in_flight = 64" in text and "namespace = ns" in text
+    assert "path = /spool-4321.sqlite" in text
 
 
 def _row(gateway_rate: int, p99: float, rss: float, connections: int | None) -> report.Row:
