@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from .kube import StoreUnavailable
+from .kube import StoreForbidden
 from .retry import backoff
 from .spool import BuildStore, Drained, Spool, SpoolError, SpoolStats, drain_once
 
@@ -95,7 +95,7 @@ class Drainer(Service):
             return
         self._failures += 1
         pause = backoff(self._failures)
-        emit = log.error if _forbidden(drained.failure) else log.warn
+        emit = log.error if isinstance(drained.failure, StoreForbidden) else log.warn
         emit(
             "{depth} spooled builds wait: Kubernetes is unavailable ({error}); "
             "next attempt in {pause:.1f}s",
@@ -114,9 +114,3 @@ class Drainer(Service):
         else:
             log.failure("draining the spool failed unexpectedly", failure)
         self._schedule(pause)
-
-
-def _forbidden(error: StoreUnavailable) -> bool:
-    """Whether the gateway's own identity lacks a permission (an error for
-    the operator, not a passing outage)."""
-    return "lacks a permission" in str(error)

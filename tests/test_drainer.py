@@ -114,3 +114,30 @@ def test_metrics_watch_a_spool_given_later(tmp_path: Path) -> None:
     metrics = Metrics(lambda: 0)
     metrics.watch_spool(lambda: service.stats)
     assert "brigade_crgw_spool_depth 1.0\n" in metrics.render()
+
+
+def test_a_missing_permission_is_an_error(tmp_path: Path) -> None:
+    """When Kubernetes answers 401/403 to the drainer, the log line is an
+    error (the operator must act), and the builds stay."""
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    from brigade_crgw.kube import StoreForbidden
+
+    store = MemoryStore()
+
+    def forbidden(secret: Any, timeout: float | None = None) -> bool:
+        raise StoreForbidden("Kubernetes answered 403 to create secrets: lacks a permission")
+
+    store.create_build = forbidden  # type: ignore[method-assign]
+    service, spool, clock = make(tmp_path, store)
+    spool.put([build("a")])
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        service.startService()
+        clock.advance(0)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    errors = [e for e in events if e.get("log_level") == LogLevel.error]
+    assert errors and "403 to create secrets" in str(errors[0].get("error"))
+    assert spool.depth() == 1
