@@ -224,6 +224,54 @@ def test_sigkill_with_a_spool_then_restart_drains_once(rig: Rig) -> None:
     rig.wait_for_metric("brigade_crgw_spool_depth", 0)
 
 
+def test_sigkill_right_after_the_spool_write(rig: Rig) -> None:
+    """A gateway killed as soon as a build is in its spool, before the
+    sender read any answer: the sender's retry after the restart and the
+    drainer together make exactly one build, under the spooled name."""
+    import socket
+    import sqlite3
+
+    gateway = rig.start()
+    assert rig.push(1).status == 200  # the gateway knows the project
+    rig.proxy.set(REFUSE)
+    body = fresh(DOCKERHUB, rig.base)
+    sender = socket.create_connection(("127.0.0.1", gateway.port))
+    sender.sendall(
+        b"POST " + URL.encode() + b" HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    names: list[str] = []
+    deadline = time.monotonic() + 30
+    while not names and time.monotonic() < deadline:
+        time.sleep(0.05)
+        if rig.spool.exists():
+            db = sqlite3.connect(f"file:{rig.spool}?mode=ro", uri=True)
+            try:
+                names = [row[0] for row in db.execute("SELECT name FROM builds")]
+            except sqlite3.OperationalError:
+                pass
+            finally:
+                db.close()
+    assert names, "nothing was spooled"
+    gateway.process.kill()
+    gateway.process.wait(10)
+    sender.close()  # whatever was on its way is never read
+    rig.proxy.set(FORWARD)
+    rig.start()
+    retried = rig.push(0)
+    assert retried.status == 200 and _names(retried) == names
+    deadline = time.monotonic() + 10
+    restarted = rig.gateway
+    assert restarted is not None
+    # Drainer or retry may win; either way the entry outlived the SIGKILL.
+    line = re.compile(rf"drained spooled build {names[0]}: (created|it already existed)")
+    while not line.search(restarted.log()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert line.search(restarted.log()), restarted.log()
+    found = rig.builds_by_push()
+    assert found[0] == names and len(found) == 2
+
+
 def test_full_spool_is_503(rig: Rig) -> None:
     """With the spool full a webhook is answered 503 with Retry-After and
     nothing is stored; the builds that fit are created once Kubernetes is back."""
