@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := setup.py $(shell find brigade_crgw twisted -name '*.py' 2>/dev/null)
 
-.PHONY: venv run test test-fast lint bench plane-up plane-down image helm chart clean
+.PHONY: venv run test test-fast lint bench plane-up plane-down image helm chart docs clean
 
 venv: $(VENV)/.installed
 
@@ -68,3 +68,9 @@ plane-down:
 clean:
 	-scripts/control-plane down
 	rm -rf $(VENV) build *.egg-info
+
+# The architecture diagram, from docs/architecture.dot (graphviz's dot).
+docs: docs/architecture.png
+
+docs/architecture.png: docs/architecture.dot
+	dot -Tpng -Gdpi=100 $< -o $@

@@ -43,3 +43,14 @@ def test_every_registry_in_the_table() -> None:
     """Each registry has its row in the README, under its name."""
     for name in NAMES:
         assert f"(``{name}``)" in README, name
+
+
+def test_architecture_names_every_module() -> None:
+    """docs/architecture.md names every module of the package, so the map
+    cannot quietly fall behind the code."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    package = ROOT / "brigade_crgw"
+    modules = {p.name for p in package.glob("*.py") if p.name != "__init__.py"}
+    missing = sorted(m for m in modules if f"`{m}`" not in text)
+    assert not missing, f"docs/architecture.md does not name {missing}"
+    assert "`registries/`" in text
