@@ -34,8 +34,7 @@ from kubernetes import client
 from devtools import ROOT
 from devtools import gateway as daemon
 from devtools.plane import Plane
-from devtools.projects import TOKEN, project_secret
-from tests.factories import decoded, fresh
+from devtools.projects import TOKEN, decoded, fresh, project_secret
 from tests.outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
 
 PAYLOAD = (ROOT / "tests" / "payloads" / "dockerhub" / "push-docs.json").read_bytes()

@@ -33,8 +33,7 @@ import attr
 
 from brigade_crgw.brigade import project_id
 from brigade_crgw.events import ImageEvent
-
-from .factories import TOKEN
+from devtools.projects import TOKEN
 
 if TYPE_CHECKING:
     from .conftest import Namespace

@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from .daemon import free_port
+from devtools.gateway import free_port
 
 USER = "pusher"
 PASSWORD = "correct-horse-battery"

@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 
 from brigade_crgw import brigade
 from brigade_crgw.events import ImageEvent
-
-from .factories import decoded, project_secret
+from devtools.projects import decoded, project_secret
 
 ULID = re.compile(r"^[0-9a-hjkmnp-tv-z]{26}$")
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from brigade_crgw.brigade import project_id
+from devtools import gateway as gateway_process
+from devtools.projects import TOKEN, decoded, fresh, project_secret
 
-from . import daemon as gateway_process
 from .conftest import Namespace
-from .factories import TOKEN, decoded, fresh, project_secret
 from .helpers import URL_FORMS, body, builds
 from .outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
 

@@ -11,8 +11,8 @@ import pytest
 from brigade_crgw.brigade import project_id
 from brigade_crgw.config import Config
 from brigade_crgw.deliver import Pipeline, Refusal, Target, Trace, Webhook
+from devtools.projects import TOKEN, decoded, project_secret
 
-from .factories import TOKEN, decoded, project_secret
 from .helpers import body
 from .memory import MemoryStore
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from brigade_crgw.config import Config
 from brigade_crgw.deliver import Pipeline, Target, Trace, Webhook
+from devtools.projects import TOKEN, decoded, project_secret
 
-from .factories import TOKEN, decoded, project_secret
 from .memory import MemoryStore
 
 PAYLOADS = Path(__file__).resolve().parent / "payloads"

@@ -18,8 +18,8 @@ from brigade_crgw.deliver import Pipeline, Refusal, Target, Trace, Webhook
 from brigade_crgw.kube import StoreForbidden, StoreUnavailable
 from brigade_crgw.projects import ProjectCache
 from brigade_crgw.spool import Spool
+from devtools.projects import TOKEN, fresh, project_secret
 
-from .factories import TOKEN, fresh, project_secret
 from .memory import MemoryStore
 
 PAYLOADS = Path(__file__).resolve().parent / "payloads"

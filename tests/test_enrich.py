@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 from brigade_crgw import brigade, enrich
 from brigade_crgw.events import ImageEvent
 from brigade_crgw.lookup import ImageFacts
-
-from .factories import decoded, project_secret
+from devtools.projects import decoded, project_secret
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 DIGEST = "sha256:" + "ab" * 32

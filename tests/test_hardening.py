@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from brigade_crgw.brigade import project_id
+from devtools import gateway as gateway_process
+from devtools.projects import TOKEN, fresh, project_secret
 
-from . import daemon as gateway_process
 from .conftest import Namespace
-from .factories import TOKEN, fresh, project_secret
 from .helpers import body as payload_body
 from .outage import FORWARD, HANG, Proxy, proxied_kubeconfig
 

@@ -16,12 +16,11 @@ from typing import Any
 
 import pytest
 
-from devtools import image
+from devtools import ROOT, image
+from devtools import gateway as gateway_process
+from devtools.projects import TOKEN, fresh, project_secret
 
-from . import daemon as gateway_process
 from .conftest import Namespace
-from .daemon import ROOT
-from .factories import TOKEN, fresh, project_secret
 from .outage import FORWARD, HANG, Proxy, proxied_kubeconfig
 from .test_daemon import BEARER, DOCKERHUB, builds
 

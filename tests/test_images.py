@@ -12,9 +12,9 @@ from twisted.web.server import Request
 from brigade_crgw import brigade, lookup
 from brigade_crgw.events import ImageEvent
 from brigade_crgw.images import ImageLookup
+from devtools.projects import project_secret
 
 from . import registry as R
-from .factories import project_secret
 from .memory import MemoryStore
 from .test_lookup import Scripted, client, image, run
 

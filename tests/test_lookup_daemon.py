@@ -15,11 +15,11 @@ import attr
 import pytest
 
 from brigade_crgw.brigade import project_id
+from devtools import gateway as gateway_process
+from devtools.projects import TOKEN, decoded, project_secret
 
-from . import daemon as gateway_process
 from . import registry as R
 from .conftest import Namespace
-from .factories import TOKEN, decoded, project_secret
 from .test_daemon import builds
 
 pytestmark = pytest.mark.integration

@@ -19,13 +19,13 @@ import yaml
 from kubernetes import client
 
 from brigade_crgw.config import _SCHEMA, Config
-from devtools import helm, image, kubectl
+from devtools import ROOT, helm, image, kubectl
+from devtools import gateway as gateway_process
+from devtools.gateway import free_port
 from devtools.plane import PlaneError
+from devtools.projects import TOKEN, project_secret
 
-from . import daemon as gateway_process
 from .conftest import Cluster, Namespace
-from .daemon import ROOT, free_port
-from .factories import TOKEN, project_secret
 
 DOCKERHUB = (ROOT / "tests" / "payloads" / "dockerhub" / "push-docs.json").read_bytes()
 BEARER = {"Authorization": f"Bearer {TOKEN}"}

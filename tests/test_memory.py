@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 
-import devtools.gateway as devgateway
 from brigade_crgw.brigade import project_id
+from devtools import gateway as gateway_process
+from devtools.projects import TOKEN, fresh, project_secret
 
-from . import daemon as gateway_process
 from .conftest import Namespace
-from .factories import TOKEN, fresh, project_secret
 from .helpers import body as payload_body
 from .outage import FORWARD, HANG, Proxy, proxied_kubeconfig
 
@@ -138,14 +137,14 @@ def test_read_only_tmp(namespace: Namespace, tmp_path: Path) -> None:
     )
     wrapper.chmod(0o755)
     # devtools.gateway starts whatever its TWISTD names: here, the wrapper.
-    original = devgateway.TWISTD
-    devgateway.TWISTD = wrapper
+    original = gateway_process.TWISTD
+    gateway_process.TWISTD = wrapper
     try:
         process = gateway_process.start(
             writable, namespace.name, kubeconfig, {"server": {"max_body_bytes": 300_000}}
         )
     finally:
-        devgateway.TWISTD = original
+        gateway_process.TWISTD = original
     try:
         probe = subprocess.run(
             ["nsenter", "-t", str(process.process.pid), "-m", "touch", "/tmp/probe"],
@@ -163,8 +162,7 @@ def test_read_only_tmp(namespace: Namespace, tmp_path: Path) -> None:
                 "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
                 "Connection: close\r\n\r\n".encode()
                 + b"".join(
-                    b"%x\r\n%s\r\n" % (len(part), part)
-                    for part in (chunked[:100], chunked[100:])
+                    b"%x\r\n%s\r\n" % (len(part), part) for part in (chunked[:100], chunked[100:])
                 )
                 + b"0\r\n\r\n"
             )
@@ -220,4 +218,3 @@ def test_abandoned_batch_keeps_its_slots(namespace: Namespace, tmp_path: Path) -
     finally:
         process.stop()
         proxy.close()
-

@@ -7,8 +7,8 @@ import pytest
 from brigade_crgw.brigade import project_id
 from brigade_crgw.kube import StoreUnavailable
 from brigade_crgw.projects import MAX_ENTRIES, ProjectCache
+from devtools.projects import project_secret
 
-from .factories import project_secret
 from .memory import MemoryStore
 
 

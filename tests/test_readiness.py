@@ -20,8 +20,8 @@ from brigade_crgw.kube import StoreUnavailable
 from brigade_crgw.readiness import Readiness
 from brigade_crgw.server import InFlight
 from brigade_crgw.web import Gateway
+from devtools import gateway as gateway_process
 
-from . import daemon as gateway_process
 from .conftest import Namespace
 from .memory import MemoryStore
 from .outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig

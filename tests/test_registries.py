@@ -28,8 +28,8 @@ from brigade_crgw.registries import (
     lower_names,
 )
 from brigade_crgw.registries._registry import never
+from devtools.projects import fresh
 
-from .factories import fresh
 from .helpers import PAYLOADS, Payload, body, catalogue, edit, payload, sent_headers
 
 CATALOGUE = catalogue()

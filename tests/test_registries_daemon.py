@@ -30,10 +30,10 @@ import pytest
 
 from brigade_crgw.brigade import project_id
 from brigade_crgw.events import IMAGE_PUSH
+from devtools import gateway as gateway_process
+from devtools.projects import TOKEN, decoded, fresh, project_secret
 
-from . import daemon as gateway_process
 from .conftest import Namespace
-from .factories import TOKEN, decoded, fresh, project_secret
 from .helpers import Payload, builds, edit, payload
 
 pytestmark = pytest.mark.integration

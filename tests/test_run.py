@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from devtools import ROOT
+from devtools.gateway import free_port
+
 from .conftest import Cluster
-from .daemon import ROOT, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -107,7 +107,6 @@ class InFlightTests(SynchronousTestCase):
         clock.advance(FLUSH_SECONDS)
         self.successResultOf(drained)
 
-
     def test_drain_waits_for_a_request_arriving(self) -> None:
         """A request whose body is half received holds drained() until it is
         complete and answered; one whose sender hangs up frees it too."""

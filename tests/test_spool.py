@@ -17,8 +17,8 @@ from brigade_crgw import brigade
 from brigade_crgw.events import ImageEvent
 from brigade_crgw.kube import StoreRejected, StoreUnavailable
 from brigade_crgw.spool import Spool, SpoolError, SpoolFull, drain_once
+from devtools.projects import project_secret
 
-from .factories import project_secret
 from .memory import MemoryStore
 
 ROOT = Path(__file__).resolve().parent.parent

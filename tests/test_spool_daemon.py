@@ -20,9 +20,10 @@ from typing import Any
 import attr
 import pytest
 
-from . import daemon as gateway_process
+from devtools import gateway as gateway_process
+from devtools.projects import TOKEN, decoded, fresh, project_secret
+
 from .conftest import Namespace
-from .factories import TOKEN, decoded, fresh, project_secret
 from .outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
 
 pytestmark = pytest.mark.integration

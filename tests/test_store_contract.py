@@ -12,9 +12,9 @@ import pytest
 from brigade_crgw import brigade
 from brigade_crgw.events import ImageEvent
 from brigade_crgw.kube import KubeStore, StoreRejected, StoreUnavailable, load_api_client
+from devtools.projects import decoded, project_secret
 
 from .conftest import Namespace
-from .factories import decoded, project_secret
 from .memory import MemoryStore
 
 

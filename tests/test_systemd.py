@@ -30,13 +30,13 @@ import pytest
 
 import devtools.kubectl
 from brigade_crgw.brigade import project_id
-from devtools import rootfs
+from devtools import ROOT, rootfs
+from devtools.gateway import Answer, free_port
 from devtools.plane import PlaneError
+from devtools.projects import decoded, fresh, project_secret
 
 from . import machine as machines
 from .conftest import Cluster, Namespace
-from .daemon import ROOT, Answer, free_port
-from .factories import decoded, fresh, project_secret
 from .outage import FORWARD, HANG, Proxy, proxied_kubeconfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.systemd]

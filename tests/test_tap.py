@@ -10,8 +10,8 @@ import pytest
 from twisted.python import usage
 
 from brigade_crgw.tap import EXIT_CONFIG, Options
-
-from .daemon import ROOT, TWISTD
+from devtools import ROOT
+from devtools.gateway import TWISTD
 
 
 def _twistd(

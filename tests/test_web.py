@@ -20,8 +20,8 @@ from brigade_crgw.config import Config
 from brigade_crgw.deliver import Pipeline, Refusal
 from brigade_crgw.server import InFlight
 from brigade_crgw.web import Gateway, parse_target
+from devtools.projects import TOKEN, decoded, fresh, project_secret
 
-from .factories import TOKEN, decoded, fresh, project_secret
 from .helpers import URL_FORMS, body
 from .memory import MemoryStore
 
