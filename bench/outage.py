@@ -33,9 +33,9 @@ from kubernetes import client
 
 from devtools import ROOT
 from devtools import gateway as daemon
+from devtools.outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
 from devtools.plane import Plane
 from devtools.projects import TOKEN, decoded, fresh, project_secret
-from tests.outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
 
 PAYLOAD = (ROOT / "tests" / "payloads" / "dockerhub" / "push-docs.json").read_bytes()
 

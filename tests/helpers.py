@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 import attr
 
-from brigade_crgw.brigade import project_id
+from brigade_crgw.brigade import Project, build_id, build_secret, project_id
 from brigade_crgw.events import ImageEvent
-from devtools.projects import TOKEN
+from devtools.projects import TOKEN, project_secret
 
 if TYPE_CHECKING:
     from .conftest import Namespace
@@ -51,6 +51,9 @@ URL_FORMS = {
     "/events/webhook/acme/app/abc123": "abc123",
     "/events/webhook/acme/app?commit=release/1.0": "release/1.0",
 }
+
+# The credential every test project accepts, as a header.
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 Path_ = tuple[str | int, ...]
 
@@ -166,3 +169,19 @@ def builds(namespace: Namespace) -> dict[str, dict[str, Any]]:
     core, api = namespace.plane.core, namespace.plane.api
     secrets = core.list_namespaced_secret(namespace.name, label_selector="component=build")
     return {s.metadata.name: api.sanitize_for_serialization(s) for s in secrets.items}
+
+
+def build_for_tag(tag: str) -> dict[str, Any]:
+    """A real build Secret for a push of acme/app:<tag>, the same every time
+    (the event has a delivery identity)."""
+    project = Project.from_secret(project_id("acme/app"), project_secret("acme/app"))
+    assert project is not None
+    event = ImageEvent(
+        registry="dockerhub",
+        action="image_push",
+        repository="acme/app",
+        tag=tag,
+        delivery_id=f"push-{tag}",
+        payload=b"{}",
+    )
+    return build_secret(project, event, build_id(project, event))

@@ -16,16 +16,15 @@ import pytest
 
 from brigade_crgw.brigade import project_id
 from devtools import gateway as gateway_process
+from devtools.outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
 from devtools.projects import TOKEN, decoded, fresh, project_secret
 
 from .conftest import Namespace
-from .helpers import URL_FORMS, body, builds
-from .outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
+from .helpers import BEARER, URL_FORMS, body, builds
 
 pytestmark = pytest.mark.integration
 DOCKERHUB = body("dockerhub/push-docs.json")
 ACR_PUSH = body("acr/push.json")
-BEARER = {"Authorization": f"Bearer {TOKEN}"}
 # The in-request retry budget here: short, to keep the outage tests quick
 # (tests/test_spool_daemon.py covers what happens after it).
 RETRY = 2

@@ -12,8 +12,8 @@ from brigade_crgw import drainer as drainer_module
 from brigade_crgw.drainer import Drainer
 from brigade_crgw.spool import Spool
 
+from .helpers import build_for_tag as build
 from .memory import MemoryStore
-from .test_spool import build
 
 
 def make(tmp_path: Path, store: Any) -> tuple[Drainer, Spool, Clock]:

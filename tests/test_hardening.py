@@ -20,11 +20,11 @@ import pytest
 
 from brigade_crgw.brigade import project_id
 from devtools import gateway as gateway_process
+from devtools.outage import FORWARD, HANG, Proxy, proxied_kubeconfig
 from devtools.projects import TOKEN, fresh, project_secret
 
 from .conftest import Namespace
 from .helpers import body as payload_body
-from .outage import FORWARD, HANG, Proxy, proxied_kubeconfig
 
 pytestmark = pytest.mark.integration
 DOCKERHUB = payload_body("dockerhub/push-docs.json")

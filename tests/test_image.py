@@ -18,11 +18,13 @@ import pytest
 
 from devtools import ROOT, image
 from devtools import gateway as gateway_process
+from devtools.outage import FORWARD, HANG, Proxy, proxied_kubeconfig
 from devtools.projects import TOKEN, fresh, project_secret
 
 from .conftest import Namespace
-from .outage import FORWARD, HANG, Proxy, proxied_kubeconfig
-from .test_daemon import BEARER, DOCKERHUB, builds
+from .helpers import BEARER, body, builds
+
+DOCKERHUB = body("dockerhub/push-docs.json")
 
 # How the README and the chart run the image: read-only, no capabilities,
 # the limits runc needs spelled out, the host's network to reach the

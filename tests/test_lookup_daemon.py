@@ -20,7 +20,7 @@ from devtools.projects import TOKEN, decoded, project_secret
 
 from . import registry as R
 from .conftest import Namespace
-from .test_daemon import builds
+from .helpers import builds
 
 pytestmark = pytest.mark.integration
 

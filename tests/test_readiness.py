@@ -21,10 +21,10 @@ from brigade_crgw.readiness import Readiness
 from brigade_crgw.server import InFlight
 from brigade_crgw.web import Gateway
 from devtools import gateway as gateway_process
+from devtools.outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
 
 from .conftest import Namespace
 from .memory import MemoryStore
-from .outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
 
 
 class Check:

@@ -13,33 +13,13 @@ from typing import Any
 
 import pytest
 
-from brigade_crgw import brigade
-from brigade_crgw.events import ImageEvent
 from brigade_crgw.kube import StoreRejected, StoreUnavailable
 from brigade_crgw.spool import Spool, SpoolError, SpoolFull, drain_once
-from devtools.projects import project_secret
 
+from .helpers import build_for_tag as build
 from .memory import MemoryStore
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT = brigade.Project.from_secret(brigade.project_id("acme/app"), project_secret("acme/app"))
-
-
-def build(tag: str) -> dict[str, Any]:
-    """A real build Secret for a push of acme/app:<tag>, the same every time
-    (the event has a delivery identity)."""
-    assert PROJECT is not None
-    event = ImageEvent(
-        registry="dockerhub",
-        action="image_push",
-        repository="acme/app",
-        tag=tag,
-        delivery_id=f"push-{tag}",
-        payload=b"{}",
-    )
-    return brigade.build_secret(PROJECT, event, brigade.build_id(PROJECT, event))
-
-
 class Clock:
     def __init__(self, now: float = 1_700_000_000.0) -> None:
         self.now = now
@@ -133,7 +113,7 @@ def test_file_is_private_and_durable(path: str) -> None:
 CRASH = """
 import os, signal, sys
 sys.path.insert(0, sys.argv[2])
-from tests.test_spool import build
+from tests.helpers import build_for_tag as build
 from brigade_crgw.spool import Spool
 spool = Spool.open(sys.argv[1], 100)
 spool.put([build("a"), build("b")])

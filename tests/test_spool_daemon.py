@@ -21,10 +21,10 @@ import attr
 import pytest
 
 from devtools import gateway as gateway_process
+from devtools.outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
 from devtools.projects import TOKEN, decoded, fresh, project_secret
 
 from .conftest import Namespace
-from .outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
 
 pytestmark = pytest.mark.integration
 PAYLOADS = Path(__file__).resolve().parent / "payloads"

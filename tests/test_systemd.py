@@ -32,12 +32,12 @@ import devtools.kubectl
 from brigade_crgw.brigade import project_id
 from devtools import ROOT, rootfs
 from devtools.gateway import Answer, free_port
+from devtools.outage import FORWARD, HANG, Proxy, proxied_kubeconfig
 from devtools.plane import PlaneError
 from devtools.projects import decoded, fresh, project_secret
 
 from . import machine as machines
 from .conftest import Cluster, Namespace
-from .outage import FORWARD, HANG, Proxy, proxied_kubeconfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.systemd]
 
