@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -32,6 +33,32 @@ class Answer:
         return json.loads(self.body)
 
 
+def exchange(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    timeout: float = 30.0,
+    host: str = "127.0.0.1",
+    context: ssl.SSLContext | None = None,
+) -> Answer:
+    """One HTTP request on a new connection (HTTPS with ``context``), and its answer."""
+    connection: http.client.HTTPConnection
+    if context is not None:
+        connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+    else:
+        connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return Answer(
+            response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        )
+    finally:
+        connection.close()
+
+
 @attr.s(auto_attribs=True)
 class Daemon:
     process: subprocess.Popen[bytes]
@@ -46,15 +73,7 @@ class Daemon:
         headers: dict[str, str] | None = None,
         timeout: float = 30.0,
     ) -> Answer:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            connection.request(method, path, body=body, headers=headers or {})
-            response = connection.getresponse()
-            return Answer(
-                response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-            )
-        finally:
-            connection.close()
+        return exchange(self.port, method, path, body, headers, timeout)
 
     def post(
         self,

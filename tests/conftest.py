@@ -18,6 +18,7 @@ import attr
 import pytest
 from kubernetes import client, config
 
+from devtools import image
 from devtools.plane import Plane, PlaneError, gateway_identity
 
 
@@ -68,3 +69,12 @@ def namespace(plane: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
     # Without a namespace controller (the local plane) this only marks it
     # Terminating; `scripts/control-plane down` removes everything.
     plane.core.delete_namespace(name)
+
+
+@pytest.fixture(scope="module")
+def built() -> str:
+    """This tree's image, built (or found up to date) as `make image` does."""
+    try:
+        return image.build()
+    except image.ImageError as e:
+        pytest.fail(f"the image could not be built: {e}", pytrace=False)

@@ -24,6 +24,8 @@ from ``HEADERS.md``) and what it decodes to. Top-level keys:
 from __future__ import annotations
 
 import json
+import socket
+import textwrap
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -33,6 +35,7 @@ import attr
 
 from brigade_crgw.brigade import Project, build_id, build_secret, project_id
 from brigade_crgw.events import ImageEvent
+from devtools import ROOT
 from devtools.projects import TOKEN, project_secret
 
 if TYPE_CHECKING:
@@ -185,3 +188,32 @@ def build_for_tag(tag: str) -> dict[str, Any]:
         payload=b"{}",
     )
     return build_secret(project, event, build_id(project, event))
+
+
+# The Docker Hub push most tests send.
+DOCKERHUB = body("dockerhub/push-docs.json")
+
+
+def readme_block(kind: str, name: str) -> str:
+    """The literal block that follows ``.. <kind>: <name>`` in the README
+    (``helm-test``, ``systemd-test``), dedented."""
+    readme = (ROOT / "README.rst").read_text()
+    marker = readme.index(f"\n.. {kind}: {name}\n")
+    start = readme.index("::\n\n", marker) + 4
+    lines = []
+    for line in readme[start:].splitlines():
+        if line and not line.startswith(" "):
+            break
+        lines.append(line)
+    return textwrap.dedent("\n".join(lines)).strip() + "\n"
+
+
+def read_all(s: socket.socket) -> bytes:
+    """Everything the peer sends until it closes, resets or times out."""
+    chunks = []
+    try:
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return b"".join(chunks)

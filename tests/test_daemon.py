@@ -20,10 +20,9 @@ from devtools.outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
 from devtools.projects import TOKEN, decoded, fresh, project_secret
 
 from .conftest import Namespace
-from .helpers import BEARER, URL_FORMS, body, builds
+from .helpers import BEARER, DOCKERHUB, URL_FORMS, body, builds
 
 pytestmark = pytest.mark.integration
-DOCKERHUB = body("dockerhub/push-docs.json")
 ACR_PUSH = body("acr/push.json")
 # The in-request retry budget here: short, to keep the outage tests quick
 # (tests/test_spool_daemon.py covers what happens after it).

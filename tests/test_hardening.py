@@ -24,12 +24,11 @@ from devtools.outage import FORWARD, HANG, Proxy, proxied_kubeconfig
 from devtools.projects import TOKEN, fresh, project_secret
 
 from .conftest import Namespace
+from .helpers import BEARER, DOCKERHUB, read_all
 from .helpers import body as payload_body
 
 pytestmark = pytest.mark.integration
-DOCKERHUB = payload_body("dockerhub/push-docs.json")
 GOOD = "/events/webhook/acme/app"
-BEARER = {"Authorization": f"Bearer {TOKEN}"}
 MAX_BODY = 4096
 
 
@@ -86,13 +85,7 @@ def raw_exchange(port: int, data: bytes, pause: float = 0.0, read_timeout: float
                 s.sendall(data)
         except OSError:
             pass  # the gateway may answer and close before it has read everything
-        chunks = []
-        try:
-            while chunk := s.recv(65536):
-                chunks.append(chunk)
-        except (ConnectionResetError, TimeoutError):
-            pass
-        return b"".join(chunks)
+        return read_all(s)
 
 
 BAD_BODIES = {

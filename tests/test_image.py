@@ -22,28 +22,7 @@ from devtools.outage import FORWARD, HANG, Proxy, proxied_kubeconfig
 from devtools.projects import TOKEN, fresh, project_secret
 
 from .conftest import Namespace
-from .helpers import BEARER, body, builds
-
-DOCKERHUB = body("dockerhub/push-docs.json")
-
-# How the README and the chart run the image: read-only, no capabilities,
-# the limits runc needs spelled out, the host's network to reach the
-# loopback API server.
-RUN_OPTIONS = (
-    "--runtime",
-    "runc",
-    "--read-only",
-    "--network",
-    "host",
-    "--cap-drop",
-    "ALL",
-    "--security-opt",
-    "no-new-privileges",
-    "--ulimit",
-    "nofile=4096:4096",
-    "--ulimit",
-    "nproc=1024:1024",
-)
+from .helpers import BEARER, DOCKERHUB, builds
 
 
 def dockerfile() -> list[tuple[str, str]]:
@@ -96,15 +75,6 @@ def test_dockerfile_parses_and_matches_the_image_layout() -> None:
     assert f"etc/brigade-crgw.ini {image.CONFIG}" in copies
 
 
-@pytest.fixture(scope="module")
-def built() -> str:
-    """This tree's image, built (or found up to date) the way `make image` does."""
-    try:
-        return image.build()
-    except image.ImageError as e:
-        pytest.fail(f"the image could not be built: {e}", pytrace=False)
-
-
 def podman(*args: str, check: bool = True) -> str:
     result = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=120)
     if check and result.returncode != 0:
@@ -114,7 +84,7 @@ def podman(*args: str, check: bool = True) -> str:
 
 def shell(name: str, script: str) -> str:
     """Run ``script`` in a read-only container of the image, as its user."""
-    return podman("run", "--rm", *RUN_OPTIONS, "--entrypoint", "/bin/sh", name, "-c", script)
+    return podman("run", "--rm", *image.RUN_OPTIONS, "--entrypoint", "/bin/sh", name, "-c", script)
 
 
 @pytest.mark.integration
@@ -174,7 +144,7 @@ def start(
             "run",
             "--name",
             container,
-            *RUN_OPTIONS,
+            *image.RUN_OPTIONS,
             "--volume",
             f"{mounts}:/etc/brigade-crgw:ro",
             # A new named volume takes the image's directory and its owner.

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import textwrap
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,15 +22,12 @@ from devtools import ROOT, helm, image, kubectl
 from devtools import gateway as gateway_process
 from devtools.gateway import free_port
 from devtools.plane import PlaneError
-from devtools.projects import TOKEN, project_secret
+from devtools.projects import project_secret
 
 from .conftest import Cluster, Namespace
-
-DOCKERHUB = (ROOT / "tests" / "payloads" / "dockerhub" / "push-docs.json").read_bytes()
-BEARER = {"Authorization": f"Bearer {TOKEN}"}
+from .helpers import BEARER, DOCKERHUB, readme_block
 
 CHART = ROOT / "charts" / "brigade-crgw"
-README = (ROOT / "README.rst").read_text()
 VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
 
 # Values an operator might well choose, every kind of value changed.
@@ -359,18 +355,6 @@ def test_api_server_accepts_the_chart(
     assert all(line.endswith("(server dry run)") for line in out.splitlines()), out
 
 
-def readme_block(name: str) -> str:
-    """The literal block that follows ``.. helm-test: <name>`` in the README."""
-    marker = README.index(f"\n.. helm-test: {name}\n")
-    start = README.index("::\n\n", marker) + 4
-    lines = []
-    for line in README[start:].splitlines():
-        if line and not line.startswith(" "):
-            break
-        lines.append(line)
-    return textwrap.dedent("\n".join(lines)).strip() + "\n"
-
-
 @pytest.mark.integration
 def test_readme_helm_path(
     plane: Cluster, other_namespace: str, tools: dict[str, str], tmp_path: Path
@@ -382,7 +366,11 @@ def test_readme_helm_path(
     ns = other_namespace
     env = {**os.environ, **tools, "NS": ns}
     for step in ("values", "install"):
-        run(["bash", "-euo", "pipefail", "-c", readme_block(step)], env=env, cwd=tmp_path)
+        run(
+            ["bash", "-euo", "pipefail", "-c", readme_block("helm-test", step)],
+            env=env,
+            cwd=tmp_path,
+        )
     try:
         apps = client.AppsV1Api(plane.api)
         deployment = apps.read_namespaced_deployment("brigade-crgw", ns)
@@ -438,7 +426,7 @@ def pod_to_podman(
     (container,) = spec["containers"]
     pod_security = spec["securityContext"]
     security = container["securityContext"]
-    argv = ["--name", name, *RUN_OPTIONS_NO_USER]
+    argv = ["--name", name, *image.RUN_OPTIONS]
     argv += ["--user", f"{pod_security['runAsUser']}:{pod_security['runAsGroup']}"]
     argv += ["--group-add", str(pod_security["fsGroup"])]
     assert pod_security["runAsNonRoot"] and pod_security["runAsUser"] != 0
@@ -447,7 +435,7 @@ def pod_to_podman(
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
-    }, security  # RUN_OPTIONS_NO_USER: --read-only, --cap-drop ALL, no-new-privileges
+    }, security  # image.RUN_OPTIONS: --read-only, --cap-drop ALL, no-new-privileges
     host, port = server.removeprefix("https://").rsplit(":", 1)
     env = {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port}
     for variable in container["env"]:
@@ -481,32 +469,6 @@ def pod_to_podman(
     assert not volumes, f"volumes never mounted: {volumes}"
     argv += [container["image"], *container["args"]]
     return argv
-
-
-RUN_OPTIONS_NO_USER = (
-    "--runtime",
-    "runc",
-    "--read-only",
-    "--network",
-    "host",
-    "--cap-drop",
-    "ALL",
-    "--security-opt",
-    "no-new-privileges",
-    "--ulimit",
-    "nofile=4096:4096",
-    "--ulimit",
-    "nproc=1024:1024",
-)
-
-
-@pytest.fixture(scope="module")
-def built() -> str:
-    """This tree's image, built (or found up to date) as `make image` does."""
-    try:
-        return image.build()
-    except image.ImageError as e:
-        pytest.fail(f"the image could not be built: {e}", pytrace=False)
 
 
 @pytest.mark.integration

@@ -21,10 +21,10 @@ from devtools.outage import FORWARD, HANG, Proxy, proxied_kubeconfig
 from devtools.projects import TOKEN, fresh, project_secret
 
 from .conftest import Namespace
+from .helpers import DOCKERHUB, read_all
 from .helpers import body as payload_body
 
 pytestmark = pytest.mark.integration
-DOCKERHUB = payload_body("dockerhub/push-docs.json")
 GOOD = "/events/webhook/acme/app"
 
 
@@ -40,16 +40,6 @@ def head(path: str, length: int, extra: str = "") -> bytes:
     ).encode()
 
 
-def read_answer(s: socket.socket) -> bytes:
-    chunks = []
-    try:
-        while chunk := s.recv(65536):
-            chunks.append(chunk)
-    except (ConnectionResetError, TimeoutError):
-        pass
-    return b"".join(chunks)
-
-
 def test_unknown_project_is_refused_at_the_headers(namespace: Namespace, tmp_path: Path) -> None:
     """A large body to an unknown project, without credentials, gets the one
     401 as soon as its headers are in: the body is never waited for."""
@@ -63,7 +53,7 @@ def test_unknown_project_is_refused_at_the_headers(namespace: Namespace, tmp_pat
         ):
             with socket.create_connection(("127.0.0.1", process.port), timeout=10) as s:
                 s.sendall(head(path, 200_000, extra) + b"{")
-                answer = read_answer(s)
+                answer = read_all(s)
             assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
             assert answer.split(b"\r\n\r\n", 1)[1] == wanted.body
             assert b"WWW-Authenticate: Bearer" in answer
@@ -86,7 +76,7 @@ def test_connections_and_buffered_bytes_are_bounded(namespace: Namespace, tmp_pa
         held = [socket.create_connection(("127.0.0.1", process.port)) for _ in range(4)]
         time.sleep(0.3)
         with socket.create_connection(("127.0.0.1", process.port), timeout=10) as s:
-            answer = read_answer(s)
+            answer = read_all(s)
         assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
         assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["status"] == "unavailable"
         for s in held:
@@ -98,7 +88,7 @@ def test_connections_and_buffered_bytes_are_bounded(namespace: Namespace, tmp_pa
         time.sleep(0.5)
         with socket.create_connection(("127.0.0.1", process.port), timeout=10) as s:
             s.sendall(head(GOOD, 30_000, signed) + b"{")
-            answer = read_answer(s)
+            answer = read_all(s)
         assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
         assert b"request bodies" in answer
         first.close()
@@ -166,7 +156,7 @@ def test_read_only_tmp(namespace: Namespace, tmp_path: Path) -> None:
                 )
                 + b"0\r\n\r\n"
             )
-            answer_raw = read_answer(s)
+            answer_raw = read_all(s)
         assert answer_raw.startswith(b"HTTP/1.1 200 "), answer_raw[:300]
         assert "Read-only file system" not in process.log()
     finally:

@@ -18,7 +18,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -31,34 +30,21 @@ import pytest
 import devtools.kubectl
 from brigade_crgw.brigade import project_id
 from devtools import ROOT, rootfs
-from devtools.gateway import Answer, free_port
+from devtools.gateway import Answer, exchange, free_port
 from devtools.outage import FORWARD, HANG, Proxy, proxied_kubeconfig
 from devtools.plane import PlaneError
 from devtools.projects import decoded, fresh, project_secret
 
 from . import machine as machines
 from .conftest import Cluster, Namespace
+from .helpers import DOCKERHUB, readme_block
 
 pytestmark = [pytest.mark.integration, pytest.mark.systemd]
 
-README = (ROOT / "README.rst").read_text()
-DOCKERHUB = (ROOT / "tests" / "payloads" / "dockerhub" / "push-docs.json").read_bytes()
 UNIT = "brigade-crgw.service"
 INI = "/etc/brigade-crgw/brigade-crgw.ini"
 INSTALL = "/root/brigade-crgw-install"  # where the test's files appear inside
 WEBHOOK = "/events/webhook/acme/app"
-
-
-def readme_block(name: str) -> str:
-    """The literal block that follows ``.. systemd-test: <name>`` in the README."""
-    marker = README.index(f"\n.. systemd-test: {name}\n")
-    start = README.index("::\n\n", marker) + 4
-    lines = []
-    for line in README[start:].splitlines():
-        if line and not line.startswith(" "):
-            break
-        lines.append(line)
-    return textwrap.dedent("\n".join(lines)).strip() + "\n"
 
 
 def run_host(script: str, cwd: Path, env: dict[str, str]) -> str:
@@ -103,31 +89,10 @@ class Site:
             self.machine.run(f"systemctl daemon-reload && systemctl restart {UNIT}")
         return cursor
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes = b"",
-        headers: dict[str, str] | None = None,
-        host: str = "127.0.0.1",
-        context: ssl.SSLContext | None = None,
-        timeout: float = 30,
-    ) -> Answer:
-        connection: http.client.HTTPConnection
-        if context is not None:
-            connection = http.client.HTTPSConnection(
-                host, self.port, timeout=timeout, context=context
-            )
-        else:
-            connection = http.client.HTTPConnection(host, self.port, timeout=timeout)
-        try:
-            connection.request(method, path, body=body, headers=headers or {})
-            response = connection.getresponse()
-            return Answer(
-                response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-            )
-        finally:
-            connection.close()
+    def request(self, method: str, path: str, body: bytes = b"", **kwargs: Any) -> Answer:
+        """:func:`devtools.gateway.exchange` with the gateway in the machine
+        (``headers``, ``timeout``, ``host``, ``context``)."""
+        return exchange(self.port, method, path, body, **kwargs)
 
     def webhook(self, n: int, **kwargs: Any) -> Answer:
         """A fresh Docker Hub push for acme/app, with the project's token."""
@@ -135,7 +100,7 @@ class Site:
             "POST",
             f"{WEBHOOK}?token={self.token}",
             fresh(DOCKERHUB, n),
-            {"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json"},
             **kwargs,
         )
 
@@ -201,21 +166,25 @@ def site(
             "PIP_FIND_LINKS": str(wheels),
             "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         }
-        run_host(readme_block("kubeconfig"), files, env)
+        run_host(readme_block("systemd-test", "kubeconfig"), files, env)
         assert (files / "gateway.kubeconfig").stat().st_mode & 0o777 == 0o600
-        run_host(readme_block("wheels"), files, env)
+        run_host(readme_block("systemd-test", "wheels"), files, env)
         (files / "brigade-crgw").unlink()  # the machine needs only the copies
 
         core = plane.core
         core.create_namespaced_secret(namespace.name, project_secret("acme/app", token=None))
-        run_host(readme_block("project-token"), files, {**env, "PROJECT": project_id("acme/app")})
+        run_host(
+            readme_block("systemd-test", "project-token"),
+            files,
+            {**env, "PROJECT": project_id("acme/app")},
+        )
         secret = core.read_namespaced_secret(project_id("acme/app"), namespace.name)
         token = decoded(secret.to_dict())["crGatewayToken"]
 
         machine = machines.boot(tree, work / "console.log", {files: INSTALL})
         site = Site(machine, proxy, files, namespace, token, free_port())
         (files / "brigade-crgw.ini").write_text(site.ini(f"tcp:{site.port}:interface=127.0.0.1"))
-        machine.run(readme_block("install"), cwd=INSTALL, timeout=300)
+        machine.run(readme_block("systemd-test", "install"), cwd=INSTALL, timeout=300)
         site.wait_ready()
         yield site
     except machines.MachineError as e:
@@ -413,10 +382,10 @@ def test_tls(site: Site, tmp_path: Path) -> None:
     shutil.copy(tmp_path / "tls.pem", site.files / "tls.pem")
     pem = "/run/credentials/brigade-crgw.service/tls.pem"
     listen = f"ssl:{site.port}:interface=127.0.0.1:privateKey={pem}"
-    assert f"privateKey={pem}" in README
+    assert f"privateKey={pem}" in (ROOT / "README.rst").read_text()
     site.configure(site.ini(listen), restart=False)
     try:
-        site.machine.run(readme_block("tls"), cwd=INSTALL)
+        site.machine.run(readme_block("systemd-test", "tls"), cwd=INSTALL)
         context = ssl.create_default_context(cafile=str(ca))
         site.wait_ready(context=context)
         before = site.builds()
@@ -445,7 +414,7 @@ def test_socket_activation(site: Site) -> None:
     site.configure(site.ini("systemd:domain=INET6:index=0"), restart=False)
     try:
         cursor = site.machine.cursor()
-        site.machine.run(readme_block("socket"), cwd=INSTALL)
+        site.machine.run(readme_block("systemd-test", "socket"), cwd=INSTALL)
         before = site.builds()
         answer = site.webhook(4, host="::1")
         assert answer.status == 200, answer.body
