@@ -177,16 +177,8 @@ def builds(namespace: Namespace) -> dict[str, dict[str, Any]]:
 def build_for_tag(tag: str) -> dict[str, Any]:
     """A real build Secret for a push of acme/app:<tag>, the same every time
     (the event has a delivery identity)."""
-    project = Project.from_secret(project_id("acme/app"), project_secret("acme/app"))
-    assert project is not None
-    event = ImageEvent(
-        registry="dockerhub",
-        action="image_push",
-        repository="acme/app",
-        tag=tag,
-        delivery_id=f"push-{tag}",
-        payload=b"{}",
-    )
+    project = acme_project()
+    event = push_event(tag=tag, delivery_id=f"push-{tag}", payload=b"{}")
     return build_secret(project, event, build_id(project, event))
 
 
@@ -217,3 +209,23 @@ def read_all(s: socket.socket) -> bytes:
     except (ConnectionResetError, TimeoutError):
         pass
     return b"".join(chunks)
+
+
+def acme_project(**data: str) -> Project:
+    """The project acme/app as read from its Secret, ``data`` over the defaults."""
+    project = Project.from_secret(project_id("acme/app"), project_secret("acme/app", **data))
+    assert project is not None
+    return project
+
+
+def push_event(**fields: object) -> ImageEvent:
+    """A tag push of acme/app from Docker Hub, ``fields`` over the defaults."""
+    values: dict[str, object] = {
+        "registry": "dockerhub",
+        "action": "image_push",
+        "repository": "acme/app",
+        "tag": "v1",
+        "payload": b'{"x": 1}',
+    }
+    values.update(fields)
+    return ImageEvent(**values)  # type: ignore[arg-type]

@@ -11,31 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from brigade_crgw import brigade
-from brigade_crgw.events import ImageEvent
 from devtools.projects import decoded, project_secret
+
+from .helpers import acme_project, push_event
 
 ULID = re.compile(r"^[0-9a-hjkmnp-tv-z]{26}$")
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
-
-def _project(**data: str) -> brigade.Project:
-    project = brigade.Project.from_secret(
-        brigade.project_id("acme/app"), project_secret("acme/app", **data)
-    )
-    assert project is not None
-    return project
-
-
-def _event(**fields: object) -> ImageEvent:
-    values: dict[str, object] = {
-        "registry": "dockerhub",
-        "action": "image_push",
-        "repository": "acme/app",
-        "tag": "v1",
-        "payload": b'{"x": 1}',
-    }
-    values.update(fields)
-    return ImageEvent(**values)  # type: ignore[arg-type]
 
 
 def test_project_id_vector() -> None:
@@ -60,7 +41,7 @@ def test_project_id_shape(name: str) -> None:
 
 def test_project_from_secret_decodes_data() -> None:
     """A project Secret is read with its name from the projectName annotation."""
-    project = _project()
+    project = acme_project()
     assert project.name == "acme/app"
     assert project.data["repository"] == "acme/app"
     assert "shared-secret" not in repr(project)
@@ -93,21 +74,23 @@ def test_ulid_shape(ms: int, randomness: bytes) -> None:
 
 def test_random_build_ids_differ() -> None:
     """Events without an identity get fresh IDs every time."""
-    project, event = _project(), _event()
+    project, event = acme_project(), push_event()
     assert brigade.build_id(project, event) != brigade.build_id(project, event)
 
 
 def test_build_id_from_identity_is_stable() -> None:
     """A redelivered event gets the same ID, its time part from the event."""
     when = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-    project = _project()
-    event = _event(delivery_id="evt-1", timestamp=when)
+    project = acme_project()
+    event = push_event(delivery_id="evt-1", timestamp=when)
     first = brigade.build_id(project, event)
     assert first == brigade.build_id(project, event)
     assert ULID.match(first)
     assert first[:10] == brigade.ulid(int(when.timestamp() * 1000), bytes(10))[:10]
-    assert first != brigade.build_id(project, _event(delivery_id="evt-1", tag="v2", timestamp=when))
-    assert first != brigade.build_id(project, _event(delivery_id="evt-2", timestamp=when))
+    assert first != brigade.build_id(
+        project, push_event(delivery_id="evt-1", tag="v2", timestamp=when)
+    )
+    assert first != brigade.build_id(project, push_event(delivery_id="evt-2", timestamp=when))
     assert first != brigade.build_id(project, event, "main")
     assert first != brigade.build_id(project, attr.evolve(event, digest="sha256:1"))
     other = brigade.Project.from_secret("brigade-other", project_secret("other/app"))
@@ -116,8 +99,8 @@ def test_build_id_from_identity_is_stable() -> None:
 
 def test_build_secret_fields() -> None:
     """The build Secret has exactly the name, type, labels and data keys of v1."""
-    project = _project()
-    event = _event(host="registry.example.com", digest="sha256:" + "ab" * 32, pusher="alice")
+    project = acme_project()
+    event = push_event(host="registry.example.com", digest="sha256:" + "ab" * 32, pusher="alice")
     secret = brigade.build_secret(project, event, "01hv0000000000000000000000", "feature/x")
     name = "brigade-worker-01hv0000000000000000000000"
     assert secret["type"] == "brigade.sh/build"
@@ -155,13 +138,13 @@ def test_build_secret_fields() -> None:
 def test_payload_bytes_kept_exactly() -> None:
     """The payload is the bytes received, not a re-encoding."""
     raw = b'{"b":1,  "a":"\\u00e9"}'
-    secret = brigade.build_secret(_project(), _event(payload=raw), "0" * 26)
+    secret = brigade.build_secret(acme_project(), push_event(payload=raw), "0" * 26)
     assert base64.b64decode(secret["data"]["payload"]) == raw  # type: ignore[index]
 
 
 def test_titles_for_digest_push() -> None:
     """A push by digest is titled with a short digest."""
-    event = _event(tag="", digest="sha256:0123456789abcdef0123")
+    event = push_event(tag="", digest="sha256:0123456789abcdef0123")
     assert brigade.short_title(event) == "acme/app@sha256:0123456789ab"
     assert brigade.long_title(event) == (
         "Pushed acme/app@sha256:0123456789ab (sha256:0123456789abcdef0123) via dockerhub"
@@ -171,7 +154,7 @@ def test_titles_for_digest_push() -> None:
 def test_missing_script_is_empty() -> None:
     """A project without defaultScript gives an empty script field."""
     project = brigade.Project("brigade-x", "x", {"repository": "x"})
-    data = decoded(brigade.build_secret(project, _event(), "0" * 26))
+    data = decoded(brigade.build_secret(project, push_event(), "0" * 26))
     assert data["script"] == "" and data["clone_url"] == ""
 
 

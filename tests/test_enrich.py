@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from brigade_crgw import brigade, enrich
 from brigade_crgw.events import ImageEvent
 from brigade_crgw.lookup import ImageFacts
-from devtools.projects import decoded, project_secret
+from devtools.projects import decoded
+
+from .helpers import acme_project, push_event
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 DIGEST = "sha256:" + "ab" * 32
@@ -23,26 +25,12 @@ FACTS = ImageFacts(
 )
 
 
-def _project(**data: str) -> brigade.Project:
-    project = brigade.Project.from_secret(
-        brigade.project_id("acme/app"), project_secret("acme/app", **data)
-    )
-    assert project is not None
-    return project
-
-
 def _event(**fields: object) -> ImageEvent:
-    values: dict[str, object] = {
-        "registry": "dockerhub",
-        "action": "image_push",
-        "repository": "acme/app",
-        "host": "docker.io",
-        "tag": "v1",
-        "pusher": "alice",
-        "payload": b'{"push_data": {"tag": "v1"}}',
-    }
-    values.update(fields)
-    return ImageEvent(**values)  # type: ignore[arg-type]
+    """A Docker Hub push with a host and a pusher, as the titles name them."""
+    return push_event(
+        **{"host": "docker.io", "pusher": "alice", "payload": b'{"push_data": {"tag": "v1"}}'}
+        | fields
+    )
 
 
 def test_titles_with_lookup() -> None:
@@ -58,9 +46,9 @@ def test_titles_with_lookup() -> None:
 
 def test_commit_id_from_revision() -> None:
     """commit_id is the revision label when it is a full SHA and the URL named no commit."""
-    secret = decoded(brigade.build_secret(_project(), _event(), "0" * 26, "", FACTS))
+    secret = decoded(brigade.build_secret(acme_project(), _event(), "0" * 26, "", FACTS))
     assert (secret["commit_id"], secret["commit_ref"]) == (SHA, "")
-    from_url = decoded(brigade.build_secret(_project(), _event(), "0" * 26, "main", FACTS))
+    from_url = decoded(brigade.build_secret(acme_project(), _event(), "0" * 26, "main", FACTS))
     assert (from_url["commit_id"], from_url["commit_ref"]) == ("", "main")
     for revision in ("v1.2.3", SHA[:12], SHA.upper(), ""):
         facts = ImageFacts(DIGEST, labels={"revision": revision})
@@ -70,8 +58,8 @@ def test_commit_id_from_revision() -> None:
 
 def test_plain_build_unchanged() -> None:
     """Without a lookup the build Secret is exactly what it was."""
-    plain = brigade.build_secret(_project(), _event(), "0" * 26, "main")
-    assert brigade.build_secret(_project(), _event(), "0" * 26, "main", None, None) == plain
+    plain = brigade.build_secret(acme_project(), _event(), "0" * 26, "main")
+    assert brigade.build_secret(acme_project(), _event(), "0" * 26, "main", None, None) == plain
     assert decoded(plain)["commit_id"] == ""
 
 
@@ -86,12 +74,12 @@ def test_tag_filters() -> None:
     assert enrich.tag_refusal("V1", ("v*",)) != ""  # tags are case-sensitive
     assert enrich.tag_refusal("anything", ()) == ""
     assert enrich.tag_refusal("main", ("!dev*",)) == ""  # only excludes: the rest pass
-    assert enrich.tag_patterns(_project(crGatewayTags="v*  !*-rc*\n")) == ("v*", "!*-rc*")
+    assert enrich.tag_patterns(acme_project(crGatewayTags="v*  !*-rc*\n")) == ("v*", "!*-rc*")
 
 
 def test_one_build_per_digest_id() -> None:
     """One project and digest always give the same valid build ID; another digest or project not."""
-    project = _project(crGatewayOneBuildPerDigest="true")
+    project = acme_project(crGatewayOneBuildPerDigest="true")
     first = enrich.digest_build_id(project, DIGEST)
     assert first == enrich.digest_build_id(project, DIGEST)
     assert first != enrich.digest_build_id(project, "sha256:" + "cd" * 32)
@@ -99,8 +87,8 @@ def test_one_build_per_digest_id() -> None:
     assert first != enrich.digest_build_id(other, DIGEST)
     assert len(first) == 26
     assert enrich.one_build_per_digest(project)
-    assert not enrich.one_build_per_digest(_project())
-    assert not enrich.one_build_per_digest(_project(crGatewayOneBuildPerDigest="yes please"))
+    assert not enrich.one_build_per_digest(acme_project())
+    assert not enrich.one_build_per_digest(acme_project(crGatewayOneBuildPerDigest="yes please"))
 
 
 def test_normalised_shape_is_fixed() -> None:
@@ -175,7 +163,7 @@ def test_same_shape_for_every_registry() -> None:
         except registries.PayloadError:
             continue
         for event in [e for e in delivery.events if e.action == "image_push"]:
-            [secret] = enrich.build_secrets(_project(), [event], None, "", True)
+            [secret] = enrich.build_secrets(acme_project(), [event], None, "", True)
             doc = json.loads(decoded(secret)["payload"])
             if not isinstance(doc, dict):
                 continue

@@ -7,16 +7,15 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.web.server import Request
 
-from brigade_crgw import brigade, lookup
+from brigade_crgw import lookup
 from brigade_crgw.events import ImageEvent
 from brigade_crgw.images import ImageLookup
-from devtools.projects import project_secret
 
 from . import registry as R
+from .helpers import acme_project
 from .memory import MemoryStore
-from .test_lookup import Scripted, client, image, run
+from .scripted import Scripted, basic_only, client, image, run
 
 CREDENTIAL = lookup.Credential("robot", "s3cret")
 
@@ -25,18 +24,7 @@ def _registry() -> Scripted:
     """A registry whose every route wants CREDENTIAL, by Basic auth."""
     registry = Scripted()
     image(registry, {"org.opencontainers.image.version": "7"})
-
-    def guarded(answer: Callable[[Request], bytes | int]) -> Callable[[Request], bytes | int]:
-        def check(request: Request) -> bytes | int:
-            if request.getHeader("authorization") != CREDENTIAL.basic():
-                request.setResponseCode(401)
-                request.setHeader("WWW-Authenticate", 'Basic realm="r"')
-                return b""
-            return answer(request)
-
-        return check
-
-    registry.routes = {key: guarded(answer) for key, answer in registry.routes.items()}
+    basic_only(registry, CREDENTIAL)
     return registry
 
 
@@ -46,14 +34,6 @@ def _images(store: MemoryStore, pull_secret: str = "") -> ImageLookup:
 
     lookups = lookup.Lookups(client(_registry()), call)
     return ImageLookup(lookups, store, 3.0, pull_secret)
-
-
-def _project(**data: str) -> brigade.Project:
-    project = brigade.Project.from_secret(
-        brigade.project_id("acme/app"), project_secret("acme/app", **data)
-    )
-    assert project is not None
-    return project
 
 
 EVENT = ImageEvent(
@@ -77,15 +57,15 @@ def _store() -> MemoryStore:
 
 def test_project_pull_secret() -> None:
     """crGatewayPullSecret's credential is used for its host."""
-    [result] = _images(_store()).look_up(_project(crGatewayPullSecret="good"), [EVENT])
+    [result] = _images(_store()).look_up(acme_project(crGatewayPullSecret="good"), [EVENT])
     assert result.outcome == lookup.FOUND and result.facts is not None
 
 
 def test_default_pull_secret() -> None:
     """[registry] pull_secret serves projects that name none, and not those that do."""
     images = _images(_store(), pull_secret="good")
-    assert images.look_up(_project(), [EVENT])[0].outcome == lookup.FOUND
-    own = images.look_up(_project(crGatewayPullSecret="bad"), [EVENT])
+    assert images.look_up(acme_project(), [EVENT])[0].outcome == lookup.FOUND
+    own = images.look_up(acme_project(crGatewayPullSecret="bad"), [EVENT])
     assert own[0].outcome == lookup.UNAUTHORIZED
 
 
@@ -93,11 +73,11 @@ def test_unusable_pull_secrets_mean_anonymous() -> None:
     """A missing Secret, one of another type, a bad name or a store that is
     down: the lookup goes ahead anonymously (and is refused here)."""
     for name in ("missing", "opaque", "Not/A/Name"):
-        [result] = _images(_store()).look_up(_project(crGatewayPullSecret=name), [EVENT])
+        [result] = _images(_store()).look_up(acme_project(crGatewayPullSecret=name), [EVENT])
         assert result.outcome == lookup.UNAUTHORIZED, name
     down = _store()
     down.down = True
-    [result] = _images(down).look_up(_project(crGatewayPullSecret="good"), [EVENT])
+    [result] = _images(down).look_up(acme_project(crGatewayPullSecret="good"), [EVENT])
     assert result.outcome == lookup.UNAUTHORIZED
 
 
@@ -112,9 +92,9 @@ def test_unlisted_host_reads_no_secret() -> None:
 
     store = Counting(_store().secrets)
     event = ImageEvent(registry="acr", action="image_push", repository="a", host="x.io", tag="1")
-    [result] = _images(store).look_up(_project(crGatewayPullSecret="good"), [event])
+    [result] = _images(store).look_up(acme_project(crGatewayPullSecret="good"), [event])
     assert result.outcome == lookup.UNLISTED and reads == []
-    _images(store).look_up(_project(crGatewayPullSecret="good"), [EVENT, EVENT])
+    _images(store).look_up(acme_project(crGatewayPullSecret="good"), [EVENT, EVENT])
     assert reads == ["good"]  # once per webhook
 
 

@@ -6,7 +6,6 @@ docker-registry is in test_lookup_registry.py."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -14,135 +13,25 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from brigade_crgw import lookup
 
-ENDPOINT = "https://registry.example.com"
-ADDRESSES = {
-    "registry.example.com": ["93.184.216.34"],
-    "cdn.example.net": ["151.101.1.1"],
-    "auth.example.com": ["93.184.216.35"],
-    "inside.example.net": ["10.0.0.8"],
-}
-
-
-def _digest(raw: bytes) -> str:
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
-
-
-class Scripted(Resource):
-    """Answers each (method, host, path) as scripted; records every request
-    with its Authorization header."""
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.routes: dict[tuple[str, str, str], Callable[[Request], bytes | int]] = {}
-        self.seen: list[tuple[str, str, str, str]] = []
-
-    def on(self, method: str, url: str, answer: Callable[[Request], bytes | int]) -> None:
-        host, _, path = url.split("://", 1)[1].partition("/")
-        self.routes[(method, host, "/" + path)] = answer
-
-    def render(self, request: Request) -> bytes | int:
-        method = request.method.decode()
-        host = (request.getHeader("host") or "").lower()
-        path = request.uri.decode()
-        auth = request.getHeader("authorization") or ""
-        self.seen.append((method, host, path, auth))
-        answer = self.routes.get((method, host, path.split("?")[0]))
-        if answer is None:
-            request.setResponseCode(404)
-            return b'{"errors":[{"code":"MANIFEST_UNKNOWN"}]}'
-        return answer(request)
-
-
-def blob(raw: bytes, media_type: str = "application/json") -> Callable[[Request], bytes]:
-    def answer(request: Request) -> bytes:
-        request.setHeader("Content-Type", media_type)
-        request.setHeader("Docker-Content-Digest", _digest(raw))
-        return b"" if request.method == b"HEAD" else raw
-
-    return answer
-
-
-def redirect(location: str) -> Callable[[Request], bytes]:
-    def answer(request: Request) -> bytes:
-        request.setResponseCode(307)
-        request.setHeader("Location", location)
-        return b""
-
-    return answer
-
-
-def image(
-    registry: Scripted,
-    labels: dict[str, str],
-    endpoint: str = ENDPOINT,
-    repository: str = "acme/app",
-    tag: str = "v1",
-    config_route: bool = True,
-) -> tuple[str, bytes]:
-    """Script one single-platform image; its manifest digest and config bytes."""
-    config = json.dumps(
-        {"os": "linux", "architecture": "arm64", "config": {"Labels": labels}}
-    ).encode()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": lookup.OCI_MANIFEST,
-            "config": {"digest": _digest(config), "size": len(config)},
-            "layers": [],
-        }
-    ).encode()
-    base = f"{endpoint}/v2/{repository}"
-    for ref in (tag, _digest(manifest)):
-        registry.on("HEAD", f"{base}/manifests/{ref}", blob(manifest, lookup.OCI_MANIFEST))
-        registry.on("GET", f"{base}/manifests/{ref}", blob(manifest, lookup.OCI_MANIFEST))
-    if config_route:
-        registry.on("GET", f"{base}/blobs/{_digest(config)}", blob(config))
-    return _digest(manifest), config
-
-
-async def _resolve(name: str) -> list[str]:
-    return ADDRESSES.get(name, [])
-
-
-def client(registry: Scripted, endpoint: str = ENDPOINT, clock: Clock | None = None) -> Any:
-    return lookup.RegistryClient(
-        {"docker.io": endpoint, "registry.example.com": endpoint},
-        StubTreq(registry),
-        clock or Clock(),
-        _resolve,
-    )
-
-
-def run(d: Deferred[Any]) -> Any:
-    """The result of a Deferred that StubTreq has already driven to its end."""
-    results: list[Any] = []
-    d.addBoth(results.append)
-    assert results, "the lookup did not finish"
-    if hasattr(results[0], "raiseException"):
-        results[0].raiseException()
-    return results[0]
-
-
-def inspect(c: Any, tag: str = "v1", digest: str = "", credential: Any = None) -> Any:
-    reference = lookup.Reference("registry.example.com", "acme/app", tag, digest)
-    return run(c.inspect(reference, credential, 3.0))
-
-
-def failure(c: Any, **kwargs: Any) -> lookup.LookupFailed:
-    with pytest.raises(lookup.LookupFailed) as caught:
-        inspect(c, **kwargs)
-    return caught.value
-
+from .scripted import (
+    ENDPOINT,
+    Scripted,
+    basic_only,
+    blob,
+    client,
+    digest_of,
+    failure,
+    image,
+    inspect,
+    redirect,
+    run,
+)
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
@@ -190,9 +79,9 @@ def test_index_lists_platforms_and_reads_amd64() -> None:
     ).encode()
     base = f"{ENDPOINT}/v2/acme/app/manifests"
     registry.on("HEAD", f"{base}/v1", blob(index, lookup.OCI_INDEX))
-    registry.on("GET", f"{base}/{_digest(index)}", blob(index, lookup.OCI_INDEX))
+    registry.on("GET", f"{base}/{digest_of(index)}", blob(index, lookup.OCI_INDEX))
     facts, _ = inspect(client(registry))
-    assert facts.digest == _digest(index)
+    assert facts.digest == digest_of(index)
     assert facts.platforms == ("linux/arm64/v8", "linux/amd64")
     assert facts.labels == {"version": "amd"}
 
@@ -245,7 +134,7 @@ def test_manifest_size_cap(with_length: bool) -> None:
     """A manifest over 4 MiB is cut off, whether or not its length is announced."""
     registry = Scripted()
     big = b'{"x":"' + b"a" * lookup.MANIFEST_LIMIT + b'"}'
-    digest = _digest(big)
+    digest = digest_of(big)
 
     def answer(request: Request) -> bytes | int:
         request.setHeader("Docker-Content-Digest", digest)
@@ -276,21 +165,10 @@ def test_blob_redirect_followed_without_credentials() -> None:
     the registry's credentials stay behind."""
     registry = Scripted()
     _, config = image(registry, {"org.opencontainers.image.version": "1"}, config_route=False)
-    where = f"https://cdn.example.net/b/{_digest(config)}"
-    registry.on("GET", f"{ENDPOINT}/v2/acme/app/blobs/{_digest(config)}", redirect(where))
+    where = f"https://cdn.example.net/b/{digest_of(config)}"
+    registry.on("GET", f"{ENDPOINT}/v2/acme/app/blobs/{digest_of(config)}", redirect(where))
     credential = lookup.Credential("u", "p")
-
-    def guarded(answer: Callable[[Request], bytes | int]) -> Callable[[Request], bytes | int]:
-        def check(request: Request) -> bytes | int:
-            if request.getHeader("authorization") != credential.basic():
-                request.setResponseCode(401)
-                request.setHeader("WWW-Authenticate", 'Basic realm="r"')
-                return b""
-            return answer(request)
-
-        return check
-
-    registry.routes = {key: guarded(answer) for key, answer in registry.routes.items()}
+    basic_only(registry, credential)
     registry.on("GET", where, blob(config))
     facts, _ = inspect(client(registry), credential=credential)
     assert facts.labels == {"version": "1"}
@@ -319,7 +197,7 @@ def test_blob_redirect_refused(location: str, why: str) -> None:
     unresolvable address, is refused before any connection there."""
     registry = Scripted()
     _, config = image(registry, {}, config_route=False)
-    registry.on("GET", f"{ENDPOINT}/v2/acme/app/blobs/{_digest(config)}", redirect(location))
+    registry.on("GET", f"{ENDPOINT}/v2/acme/app/blobs/{digest_of(config)}", redirect(location))
     error = failure(client(registry))
     assert error.outcome == lookup.REFUSED and why in error.reason
     assert all(s[1] == "registry.example.com" for s in registry.seen)
@@ -331,8 +209,8 @@ def test_private_endpoint_may_redirect_to_private() -> None:
     endpoint = "https://10.0.0.2"
     labels = {"org.opencontainers.image.version": "9"}
     _, config = image(registry, labels, endpoint=endpoint, config_route=False)
-    where = f"https://10.0.0.3/{_digest(config)}"
-    registry.on("GET", f"{endpoint}/v2/acme/app/blobs/{_digest(config)}", redirect(where))
+    where = f"https://10.0.0.3/{digest_of(config)}"
+    registry.on("GET", f"{endpoint}/v2/acme/app/blobs/{digest_of(config)}", redirect(where))
     registry.on("GET", where, blob(config))
     facts, _ = inspect(client(registry, endpoint))
     assert facts.labels == {"version": "9"}
