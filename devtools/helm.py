@@ -12,7 +12,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .plane import PlaneError, build_go_binary
+from .plane import build_go_binary
+from .plane.build import print_binary
 
 HELM_VERSION = "v3.22.0"
 MODULE = "helm.sh/helm/v3"
@@ -38,12 +39,7 @@ def build() -> Path:
 
 
 def main() -> int:
-    try:
-        print(build())
-    except PlaneError as e:
-        print(f"helm: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return print_binary("helm", build)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,14 @@ import shutil
 import sys
 from pathlib import Path
 
-from .plane import KUBERNETES_VERSION, PlaneError
-from .plane.build import GoBinary, _staging_replaces, build_go_binaries, cache_root
+from .plane import KUBERNETES_VERSION
+from .plane.build import (
+    GoBinary,
+    _staging_replaces,
+    build_go_binaries,
+    cache_root,
+    print_binary,
+)
 
 PACKAGE = "k8s.io/kubernetes/cmd/kubectl"
 
@@ -42,12 +48,7 @@ def kubectl() -> Path:
 
 
 def main() -> int:
-    try:
-        print(kubectl())
-    except PlaneError as e:
-        print(f"kubectl: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return print_binary("kubectl", kubectl)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,10 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import attr
@@ -185,3 +186,14 @@ def build_kubernetes() -> dict[str, Path]:
         ],
         _staging_replaces(),
     )
+
+
+def print_binary(name: str, find: Callable[[], Path]) -> int:
+    """``python -m devtools.<name>``: print the path ``find`` gives (building
+    the binary if it must), or the error; the exit code."""
+    try:
+        print(find())
+    except PlaneError as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return 1
+    return 0
