@@ -29,12 +29,17 @@ class Clock:
         return self.now
 
 
-def test_hits_are_reused_until_they_expire() -> None:
-    """A project is read once within ``seconds``, and again after."""
+def _acme() -> tuple[CountingStore, Clock, ProjectCache, str]:
+    """acme/app in a counting store behind a cache of 5 s (1 s for misses);
+    the store, the clock, the cache and the project's ID."""
     store, clock = CountingStore(), Clock()
     store.put(project_secret("acme/app"))
-    cache = ProjectCache(store, 5.0, 1.0, clock)
-    pid = project_id("acme/app")
+    return store, clock, ProjectCache(store, 5.0, 1.0, clock), project_id("acme/app")
+
+
+def test_hits_are_reused_until_they_expire() -> None:
+    """A project is read once within ``seconds``, and again after."""
+    store, clock, cache, pid = _acme()
     assert cache.get_project(pid) is not None
     clock.now += 4.9
     assert cache.get_project(pid) is not None
@@ -80,10 +85,7 @@ def test_failures_are_not_cached() -> None:
 def test_known_project_outlives_an_outage() -> None:
     """While the store is unavailable, a project read before is used past
     its time; one never read still raises."""
-    store, clock = CountingStore(), Clock()
-    store.put(project_secret("acme/app"))
-    cache = ProjectCache(store, 5.0, 1.0, clock)
-    pid = project_id("acme/app")
+    store, clock, cache, pid = _acme()
     assert cache.get_project(pid) is not None
     clock.now += 3600
     store.down = True
@@ -98,10 +100,7 @@ def test_known_project_outlives_an_outage() -> None:
 def test_known_never_asks_the_store() -> None:
     """known() gives the project as last read, even expired, without a read;
     None for a project never read."""
-    store, clock = CountingStore(), Clock()
-    store.put(project_secret("acme/app"))
-    cache = ProjectCache(store, 5.0, 1.0, clock)
-    pid = project_id("acme/app")
+    store, clock, cache, pid = _acme()
     assert cache.known(pid) is None
     cache.get_project(pid)
     clock.now += 3600

@@ -146,13 +146,18 @@ class FakePool:
 
 
 class ServiceTests(SynchronousTestCase):
-    def test_pool_stops_after_the_drain(self) -> None:
-        """Stopping waits for the webhooks in flight, then stops the pool."""
+    def started(self) -> tuple[Reactor, InFlight, FakePool, ThreadPoolService]:
+        """A started service over a fake pool, on a fake clock."""
         clock = Reactor()
         in_flight = InFlight(4, clock)
         pool = FakePool()
         service = ThreadPoolService(pool, in_flight, clock)  # type: ignore[arg-type]
         service.startService()
+        return clock, in_flight, pool, service
+
+    def test_pool_stops_after_the_drain(self) -> None:
+        """Stopping waits for the webhooks in flight, then stops the pool."""
+        clock, in_flight, pool, service = self.started()
         self.assertTrue(pool.started)
         in_flight.enter()
         stopped: Deferred[None] = service.stopService()
@@ -165,11 +170,7 @@ class ServiceTests(SynchronousTestCase):
 
     def test_pool_stops_at_the_drain_timeout(self) -> None:
         """A webhook that never ends does not hold shutdown past DRAIN_SECONDS."""
-        clock = Reactor()
-        in_flight = InFlight(4, clock)
-        pool = FakePool()
-        service = ThreadPoolService(pool, in_flight, clock)  # type: ignore[arg-type]
-        service.startService()
+        clock, in_flight, pool, service = self.started()
         in_flight.enter()
         stopped = service.stopService()
         clock.advance(DRAIN_SECONDS + 1)

@@ -319,14 +319,11 @@ def _tls_files(directory: Path) -> Path:
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
 
+    new_key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
     openssl(
         "req",
         "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
+        *new_key,
         "-keyout",
         "ca.key",
         "-out",
@@ -338,11 +335,7 @@ def _tls_files(directory: Path) -> Path:
     )
     openssl(
         "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
+        *new_key,
         "-keyout",
         "server.key",
         "-out",
