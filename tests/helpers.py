@@ -26,7 +26,10 @@ from __future__ import annotations
 import json
 import socket
 import textwrap
+import threading
+import time
 import tomllib
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +39,8 @@ import attr
 from brigade_crgw.brigade import Project, build_id, build_secret, project_id
 from brigade_crgw.events import ImageEvent
 from devtools import ROOT
-from devtools.projects import TOKEN, project_secret
+from devtools.gateway import Answer, Daemon
+from devtools.projects import TOKEN, fresh, project_secret
 
 if TYPE_CHECKING:
     from .conftest import Namespace
@@ -229,3 +233,24 @@ def push_event(**fields: object) -> ImageEvent:
     }
     values.update(fields)
     return ImageEvent(**values)  # type: ignore[arg-type]
+
+
+def held_webhook(gateway: Daemon, n: int) -> Callable[[float], Answer]:
+    """Send a fresh Docker Hub push (the ``n``-th) from another thread and
+    give it a second to reach the Kubernetes call the test holds; a function
+    that waits up to its timeout for the answer."""
+    result: list[Answer] = []
+    sender = threading.Thread(
+        target=lambda: result.append(
+            gateway.post("/events/webhook/acme/app", fresh(DOCKERHUB, n), BEARER)
+        )
+    )
+    sender.start()
+    time.sleep(1.0)
+
+    def answer(timeout: float) -> Answer:
+        sender.join(timeout)
+        assert result, "the webhook got no answer"
+        return result[0]
+
+    return answer

@@ -6,11 +6,9 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,7 +18,7 @@ from devtools.outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
 from devtools.projects import TOKEN, decoded, fresh, project_secret
 
 from .conftest import Namespace
-from .helpers import BEARER, DOCKERHUB, URL_FORMS, body, builds
+from .helpers import BEARER, DOCKERHUB, URL_FORMS, body, builds, held_webhook
 
 pytestmark = pytest.mark.integration
 ACR_PUSH = body("acr/push.json")
@@ -175,22 +173,14 @@ def test_sigterm_finishes_requests_in_flight(
     its build, and exits 0."""
     process, proxy = outage
     proxy.set(HANG)
-    result: dict[str, Any] = {}
-
-    def send() -> None:
-        result["answer"] = process.post("/events/webhook/acme/app", fresh(DOCKERHUB, 2000), BEARER)
-
-    sender = threading.Thread(target=send)
-    sender.start()
-    time.sleep(1.0)  # the webhook now waits on the held Kubernetes call
+    answer_of = held_webhook(process, 2000)
     process.process.send_signal(signal.SIGTERM)
     time.sleep(0.5)
     with pytest.raises(OSError):
         process.request("GET", "/healthz", timeout=2)
     proxy.set(FORWARD)
-    sender.join(20)
+    answer = answer_of(20)
     assert process.process.wait(20) == 0
-    answer = result["answer"]
     assert answer.status == 200, answer.body
     assert set(answer.json()["builds"]) <= set(builds(namespace))
 

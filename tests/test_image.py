@@ -7,12 +7,10 @@ import json
 import os
 import shlex
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -22,7 +20,7 @@ from devtools.outage import FORWARD, HANG, Proxy, proxied_kubeconfig
 from devtools.projects import TOKEN, fresh, project_secret
 
 from .conftest import Namespace
-from .helpers import BEARER, DOCKERHUB, builds
+from .helpers import BEARER, DOCKERHUB, builds, held_webhook
 
 
 def dockerfile() -> list[tuple[str, str]]:
@@ -237,21 +235,13 @@ def test_podman_stop_drains_and_exits_0(
     gateway, proxy = container
     name = container_name(gateway)
     proxy.set(HANG)
-    result: dict[str, Any] = {}
-
-    def send() -> None:
-        result["answer"] = gateway.post("/events/webhook/acme/app", fresh(DOCKERHUB, 3001), BEARER)
-
-    sender = threading.Thread(target=send)
-    sender.start()
-    time.sleep(1.0)  # the webhook now waits on the held Kubernetes call
+    answer_of = held_webhook(gateway, 3001)
     stopping = subprocess.Popen(["podman", "stop", "--time", "40", name], stdout=subprocess.DEVNULL)
     time.sleep(1.0)
     assert stopping.poll() is None, "the container stopped with a webhook in flight"
     proxy.set(FORWARD)
-    sender.join(30)
+    answer = answer_of(30)
     assert stopping.wait(60) == 0
-    answer = result["answer"]
     assert answer.status == 200, answer.body
     assert set(answer.json()["builds"]) <= set(builds(namespace))
     assert gateway.process.wait(30) == 0, gateway.log()
