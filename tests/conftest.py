@@ -20,6 +20,7 @@ from kubernetes import client, config
 
 from devtools import image
 from devtools.plane import Plane, PlaneError, gateway_identity
+from devtools.projects import project_secret
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -78,3 +79,10 @@ def built() -> str:
         return image.build()
     except image.ImageError as e:
         pytest.fail(f"the image could not be built: {e}", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def project(namespace: Namespace) -> str:
+    """The project acme/app, with the test token, in this module's namespace."""
+    namespace.plane.core.create_namespaced_secret(namespace.name, project_secret("acme/app"))
+    return "acme/app"

@@ -15,7 +15,7 @@ import pytest
 from brigade_crgw.brigade import project_id
 from devtools import gateway as gateway_process
 from devtools.outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
-from devtools.projects import TOKEN, decoded, fresh, project_secret
+from devtools.projects import TOKEN, decoded, fresh
 
 from .conftest import Namespace
 from .helpers import BEARER, DOCKERHUB, URL_FORMS, body, builds, held_webhook
@@ -25,13 +25,6 @@ ACR_PUSH = body("acr/push.json")
 # The in-request retry budget here: short, to keep the outage tests quick
 # (tests/test_spool_daemon.py covers what happens after it).
 RETRY = 2
-
-
-@pytest.fixture(scope="module")
-def project(namespace: Namespace) -> str:
-    """The project acme/app, with the test token, in this module's namespace."""
-    namespace.plane.core.create_namespaced_secret(namespace.name, project_secret("acme/app"))
-    return "acme/app"
 
 
 @pytest.fixture(scope="module")

@@ -20,10 +20,8 @@ from brigade_crgw.projects import ProjectCache
 from brigade_crgw.spool import Spool
 from devtools.projects import TOKEN, fresh, project_secret
 
+from .helpers import DOCKERHUB
 from .memory import MemoryStore
-
-PAYLOADS = Path(__file__).resolve().parent / "payloads"
-DOCKERHUB = (PAYLOADS / "dockerhub" / "push-docs.json").read_bytes()
 
 
 class Time:

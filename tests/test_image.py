@@ -17,7 +17,7 @@ import pytest
 from devtools import ROOT, image
 from devtools import gateway as gateway_process
 from devtools.outage import FORWARD, HANG, Proxy, proxied_kubeconfig
-from devtools.projects import TOKEN, fresh, project_secret
+from devtools.projects import TOKEN, fresh
 
 from .conftest import Namespace
 from .helpers import BEARER, DOCKERHUB, builds, held_webhook
@@ -174,13 +174,6 @@ def container_name(gateway: gateway_process.Daemon) -> str:
     argv = gateway.process.args
     assert isinstance(argv, list)
     return str(argv[argv.index("--name") + 1])
-
-
-@pytest.fixture(scope="module")
-def project(namespace: Namespace) -> str:
-    """The project acme/app, with the test token, in this module's namespace."""
-    namespace.plane.core.create_namespaced_secret(namespace.name, project_secret("acme/app"))
-    return "acme/app"
 
 
 @pytest.fixture

@@ -25,20 +25,13 @@ from devtools.outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
 from devtools.projects import TOKEN, decoded, fresh, project_secret
 
 from .conftest import Namespace
+from .helpers import DOCKERHUB
 
 pytestmark = pytest.mark.integration
-PAYLOADS = Path(__file__).resolve().parent / "payloads"
-DOCKERHUB = (PAYLOADS / "dockerhub" / "push-docs.json").read_bytes()
 URL = f"/events/webhook/acme/app?token={TOKEN}"
 # Each test's pushes are numbered from its own base, so tests sharing the
 # namespace never count each other's builds.
 _bases = iter(range(100_000, 10_000_000, 10_000))
-
-
-@pytest.fixture(scope="module")
-def project(namespace: Namespace) -> str:
-    namespace.plane.core.create_namespaced_secret(namespace.name, project_secret("acme/app"))
-    return "acme/app"
 
 
 @attr.s(auto_attribs=True)

@@ -22,10 +22,9 @@ from brigade_crgw.server import InFlight
 from brigade_crgw.web import Gateway, parse_target
 from devtools.projects import TOKEN, decoded, fresh, project_secret
 
-from .helpers import URL_FORMS, body
+from .helpers import DOCKERHUB, URL_FORMS, body
 from .memory import MemoryStore
 
-DOCKERHUB = body("dockerhub/push-docs.json")
 ACR_PUSH = body("acr/push.json")
 ACR_PING = b'{"action": "ping"}'
 JSON = {"Content-Type": "application/json"}
