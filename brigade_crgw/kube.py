@@ -20,7 +20,9 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -155,6 +157,42 @@ _REJECTED = frozenset({400, 413, 422})
 READINESS_NAME = "brigade-crgw-readiness-check"
 
 
+# How long the credential header is reused.  Asking the client for it runs
+# its refresh hook, which re-resolves the proxy from the environment each
+# time: that was a sixth of a webhook's CPU.  A token the hook renews (an
+# in-cluster ServiceAccount token is renewed long before it expires) is
+# picked up within this time, and at once after a 401.
+CREDENTIAL_SECONDS = 10.0
+
+
+@attr.s(auto_attribs=True)
+class _Credentials:
+    """The ``Authorization`` header the client would send, remembered briefly."""
+
+    api: client.ApiClient
+    seconds: float = CREDENTIAL_SECONDS
+    clock: Callable[[], float] = time.monotonic
+    _header: dict[str, str] = attr.ib(factory=dict, init=False)
+    _expires: float = attr.ib(default=float("-inf"), init=False)
+    _lock: threading.Lock = attr.ib(factory=threading.Lock, init=False)
+
+    def header(self) -> dict[str, str]:
+        with self._lock:
+            now = self.clock()
+            if now >= self._expires:
+                header: dict[str, str] = {}
+                # A bearer token (refreshed when the configuration has a hook),
+                # or nothing when the client authenticates with a certificate.
+                self.api.update_params_for_auth(header, [], ["BearerToken"], "", "GET", None)
+                self._header, self._expires = header, now + self.seconds
+            return self._header
+
+    def forget(self) -> None:
+        """Ask the client again next time (the API server refused the token)."""
+        with self._lock:
+            self._expires = float("-inf")
+
+
 @attr.s(frozen=True, auto_attribs=True)
 class KubeStore:
     """The :class:`SecretStore` backed by a real API server.
@@ -169,8 +207,10 @@ class KubeStore:
     timeout: float
     _secrets: str = attr.ib(init=False)
     _timeout: urllib3.Timeout = attr.ib(init=False)
+    _credentials: _Credentials = attr.ib(init=False)
 
     def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_credentials", _Credentials(self.api))
         path = f"/api/v1/namespaces/{quote(self.namespace, safe='')}/secrets"
         object.__setattr__(self, "_secrets", self.api.configuration.host.rstrip("/") + path)
         object.__setattr__(self, "_timeout", urllib3.Timeout(total=self.timeout))
@@ -223,9 +263,7 @@ class KubeStore:
         headers = {"Accept": "application/json", "User-Agent": "brigade-crgw"}
         if body is not None:
             headers["Content-Type"] = "application/json"
-        # The client's own auth settings: a bearer token (refreshed when the
-        # configuration has a hook, as in-cluster) or nothing for client certs.
-        self.api.update_params_for_auth(headers, [], ["BearerToken"], url, method, body)
+        headers.update(self._credentials.header())
         try:
             response = self.api.rest_client.pool_manager.request(
                 method,
@@ -239,11 +277,14 @@ class KubeStore:
         except Exception as e:  # urllib3 and socket errors have no common base
             raise StoreUnavailable(_describe(e)) from None
         try:
-            return response.status, response.read()
+            status, data = response.status, response.read()
         except Exception as e:
             raise StoreUnavailable(_describe(e)) from None
         finally:
             response.release_conn()
+        if status == 401:
+            self._credentials.forget()
+        return status, data
 
 
 def _status_message(body: bytes) -> str:
