@@ -35,7 +35,7 @@ test-fast: venv
 lint: venv
 	$(BIN)/ruff check brigade_crgw devtools tests scripts bench
 	$(BIN)/ruff format --check brigade_crgw devtools
-	$(BIN)/mypy brigade_crgw devtools
+	$(BIN)/mypy brigade_crgw devtools bench
 
 # The gateway beside the API server, under wrk (see docs/performance.md);
 # make bench BENCH_ARGS="--quick" for one row, --help for the filters.

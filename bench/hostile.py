@@ -221,8 +221,8 @@ def main() -> int:
     cp.up()
     core = client.CoreV1Api(cp.admin_api())
     ns = f"hostile-{uuid.uuid4().hex[:8]}"
-    core.create_namespace({"metadata": {"name": ns}})
-    core.create_namespaced_secret(ns, project_secret("bench/app"))
+    core.create_namespace({"metadata": {"name": ns}})  # type: ignore[arg-type]
+    core.create_namespaced_secret(ns, project_secret("bench/app"))  # type: ignore[arg-type]
     tmp = Path(tempfile.mkdtemp(prefix="brigade-crgw-hostile-"))
     kubeconfig = tmp / "gateway.kubeconfig"
     cp.gateway_identity(ns, kubeconfig, 3600)

@@ -56,8 +56,8 @@ def main() -> int:
     api = cp.admin_api()
     core = client.CoreV1Api(api)
     ns = f"outage-{uuid.uuid4().hex[:8]}"
-    core.create_namespace({"metadata": {"name": ns}})
-    core.create_namespaced_secret(ns, project_secret("bench/app"))
+    core.create_namespace({"metadata": {"name": ns}})  # type: ignore[arg-type]
+    core.create_namespaced_secret(ns, project_secret("bench/app"))  # type: ignore[arg-type]
     tmp = Path(tempfile.mkdtemp(prefix="brigade-crgw-outage-"))
     cp.gateway_identity(ns, tmp / "gateway.kubeconfig", 3600)
     proxy = Proxy(api.configuration.host)
