@@ -23,9 +23,13 @@ $(VENV)/.installed: $(SOURCES)
 run: venv
 	PYTHONPATH=$(CURDIR) $(BIN)/python scripts/demo.py
 
-# Everything: unit, in-memory HTTP, and the real daemon against a real API
-# server (the local control plane, built and started when needed).
+# Everything: unit, in-memory HTTP, the real daemon against a real API
+# server (the local control plane, built and started when needed), the unit
+# under systemd, the image under podman, the chart under helm.  What those
+# need is installed or built first (scripts/provision; cached after the
+# first time, and the Debian packages need root).
 test: venv
+	scripts/provision
 	$(BIN)/python -m pytest
 
 # The tests that need no API server.
