@@ -5,12 +5,17 @@ plane is started (or reused) and the gateway runs with its own restricted
 identity; otherwise the configured cluster's current context is used.  A
 project ``demo/hello`` with a fresh token is created (or updated),
 and a ``curl`` that triggers a build is printed before the gateway starts.
+The gateway runs the shipped ini with ``[gateway] annotate_payload = true``,
+so the demo project's script reads the image from ``e.payload`` in the same
+shape whichever registry sent the webhook: a Brigade v1 script sees only
+``e.type``, ``e.provider``, ``e.revision`` and ``e.payload`` of a build.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import configparser
 import os
 import secrets
 import shlex
@@ -25,9 +30,15 @@ from devtools import ROOT
 from devtools.plane import DEFAULT_NAMESPACE, Plane, PlaneError
 
 PROJECT = "demo/hello"
+# Only what brigadier 1.5 gives a script: e.type, e.provider, e.revision
+# and e.payload (the titles are for brig and Brigade's API, not scripts).
 SCRIPT = """const { events } = require("brigadier");
 events.on("image_push", (e, p) => {
-  console.log(`${e.shortTitle}: ${e.longTitle}`);
+  // The gateway adds "brigade_crgw" to the payload: annotate_payload = true.
+  const image = JSON.parse(e.payload).brigade_crgw;
+  console.log(`${e.type} from ${e.provider}: ${image.host}/${image.repository}:${image.tag}`);
+  console.log(`digest ${image.digest || "(not in the webhook)"}, pushed by ${image.pusher || "?"}`);
+  console.log(`commit-ish ${e.revision.ref || "(none in the URL)"}`);
 });
 """
 
@@ -69,6 +80,22 @@ def put_project(api: client.ApiClient, namespace: str, token: str) -> None:
         core.replace_namespaced_secret(project_id(PROJECT), namespace, body)
 
 
+def demo_ini(path: Path, port: int, namespace: str, kubeconfig: str) -> Path:
+    """The shipped ini with the demo's port, cluster and spool (in the
+    working tree: the shipped /var/lib path is systemd's StateDirectory=),
+    and the payload annotated for the demo's script."""
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read_string((ROOT / "etc" / "brigade-crgw.ini").read_text())
+    ini["server"]["listen"] = f"tcp:{port}:interface=127.0.0.1"
+    ini["kubernetes"]["namespace"] = namespace
+    ini["kubernetes"]["kubeconfig"] = kubeconfig
+    ini["gateway"]["annotate_payload"] = "true"
+    ini["spool"]["path"] = str(path.parent / "spool.sqlite")
+    with path.open("w") as f:
+        ini.write(f)
+    return path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=7744)
@@ -104,8 +131,9 @@ def main() -> int:
         f"Builds: kubectl --kubeconfig {admin} get secrets -l component=build\n",
         flush=True,
     )
-    spool = ROOT / ".run" / "spool.sqlite"
-    spool.parent.mkdir(mode=0o700, exist_ok=True)
+    run = ROOT / ".run"
+    run.mkdir(mode=0o700, exist_ok=True)
+    ini = demo_ini(run / "brigade-crgw.ini", args.port, args.namespace, gateway)
     twistd = Path(sys.executable).parent / "twistd"
     argv = [
         str(twistd),
@@ -114,17 +142,7 @@ def main() -> int:
         "--logfile=-",
         "brigade-crgw",
         "--config",
-        str(ROOT / "etc" / "brigade-crgw.ini"),
-        "--listen",
-        f"tcp:{args.port}:interface=127.0.0.1",
-        "--namespace",
-        args.namespace,
-        "--kubeconfig",
-        gateway,
-        # The spool, on, in the working tree (the shipped ini's /var/lib path
-        # is for systemd's StateDirectory=).
-        "--spool",
-        str(spool),
+        str(ini),
     ]
     os.environ["PYTHONPATH"] = str(ROOT)
     os.execv(argv[0], argv)
