@@ -37,11 +37,11 @@ test-fast: venv
 	$(BIN)/python -m pytest -m 'not integration'
 
 lint: venv
-	$(BIN)/ruff check brigade_crgw devtools tests scripts bench
-	$(BIN)/ruff format --check brigade_crgw devtools
+	$(BIN)/ruff check brigade_crgw devtools tests scripts bench docs
+	$(BIN)/ruff format --check brigade_crgw devtools docs
 	$(BIN)/mypy brigade_crgw devtools bench
 
-# The gateway beside the API server, under wrk (see docs/performance.md);
+# The gateway beside the API server, under wrk (see docs/performance.rst and docs/benchmark.md);
 # make bench BENCH_ARGS="--quick" for one row, --help for the filters.
 bench: venv $(VENV)/.bench-installed
 	PYTHONPATH=$(CURDIR) $(BIN)/python -m bench.run $(BENCH_ARGS)
@@ -73,8 +73,17 @@ clean:
 	-scripts/control-plane down
 	rm -rf $(VENV) build *.egg-info
 
+# The documentation site, from docs/ into build/docs (index.html); any
+# Sphinx warning fails it.  The architecture diagram is drawn first, from
+# docs/architecture.dot (graphviz's dot).
+docs: venv $(VENV)/.docs-installed docs/architecture.png
+	PYTHONPATH=$(CURDIR) $(BIN)/sphinx-build -W --keep-going -n -q -b html docs build/docs
+
+$(VENV)/.docs-installed: $(VENV)/.installed
+	$(BIN)/pip install --quiet '.[test,docs]'
+	touch $@
+
 # The architecture diagram, from docs/architecture.dot (graphviz's dot).
-docs: docs/architecture.png
 
 docs/architecture.png: docs/architecture.dot
 	dot -Tpng -Gdpi=100 $< -o $@

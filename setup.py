@@ -33,5 +33,8 @@ setup(
         ],
         # make bench: the plot and the profiler (wrk itself comes from Debian).
         "bench": ["matplotlib>=3.7", "py-spy>=0.3.14"],
+        # make docs: the Sphinx site in docs/ (myst-parser reads the two pages
+        # that tools write in Markdown: bench's results and the architecture).
+        "docs": ["sphinx>=7.2", "myst-parser>=2.0"],
     },
 )

@@ -222,8 +222,8 @@ def document(
     profile: str | None,
     overrides: Sequence[str] = (),
 ) -> str:
-    """``docs/performance.md``: the machine, the method, the table, the
-    targets, the plot and the profile's headline."""
+    """``docs/benchmark.md``, a page of the docs site: the machine, the
+    method, the table, the targets, the plot and the profile's headline."""
     parts = [
         "# Performance: the gateway beside the API server",
         "",

@@ -15,7 +15,7 @@ driven twice by wrk, over loopback, one run after the other:
 
 Each run has a 1-second warm-up, then ``--duration`` measured seconds.  It
 prints the table and writes it, with the machine, the method and a plot,
-to ``docs/performance.md`` and ``docs/performance.png`` (a filtered run
+to ``docs/benchmark.md`` and ``docs/performance.png`` (a filtered run
 writes to ``.bench/`` unless ``--out`` says otherwise).
 
     make bench [BENCH_ARGS="--quick --profile"]
@@ -644,7 +644,8 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         "--out",
         type=Path,
         default=None,
-        help="where performance.md and .png go (default: docs/ for the full matrix, else .bench/)",
+        help="where benchmark.md and performance.png go"
+        " (default: docs/ for the full matrix, else .bench/)",
     )
     args = parser.parse_args(argv)
     filtered = args.quick or any((args.layout, args.concurrency, args.body, args.set))
@@ -780,12 +781,12 @@ def _measure(
     if profile is not None:
         print(profile)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "performance.md").write_text(document)
+    (args.out / "benchmark.md").write_text(document)
     try:
         report.plot(rows, args.out / "performance.png")
     except ImportError:
         say("matplotlib is missing (`pip install '.[bench]'`): no plot")
-    say(f"wrote {args.out / 'performance.md'} and performance.png")
+    say(f"wrote {args.out / 'benchmark.md'} and performance.png")
     return 0
 
 
