@@ -8,7 +8,15 @@ setup(
     long_description_content_type="text/x-rst",
     license="Apache-2.0",
     python_requires=">=3.11",
-    packages=["brigade_crgw", "brigade_crgw.registries", "twisted.plugins"],
+    packages=[
+        "brigade_crgw",
+        "brigade_crgw.delivery",
+        "brigade_crgw.http",
+        "brigade_crgw.kubernetes",
+        "brigade_crgw.lookups",
+        "brigade_crgw.registries",
+        "twisted.plugins",
+    ],
     package_data={"twisted": ["plugins/brigade_crgw_plugin.py"]},
     install_requires=[
         "twisted[tls]>=24.7",  # [tls]: pyOpenSSL and service_identity, for listen = ssl:…

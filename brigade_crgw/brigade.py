@@ -17,8 +17,7 @@ from collections.abc import Mapping
 import attr
 
 from . import text
-from .events import ImageEvent
-from .lookup import ImageFacts, is_commit_sha
+from .events import ImageEvent, ImageFacts, is_commit_sha
 
 PROJECT_TYPE = "brigade.sh/project"
 BUILD_TYPE = "brigade.sh/build"

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import attr
 
-from . import events, lookup
+from . import events
 
 ALWAYS = "always"
 WHEN_CONFIGURED = "when-configured"
@@ -154,7 +154,7 @@ _HOST = re.compile(
 
 
 def _hosts(key: str, text: str) -> tuple[str, ...]:
-    hosts = tuple(lookup.canonical_host(h) for h in _words(text))
+    hosts = tuple(events.canonical_host(h) for h in _words(text))
     bad = [h for h in hosts if not _HOST.match(h)]
     if bad:
         raise ConfigError(f"{key}: {' '.join(bad)} is not a registry host name")
@@ -165,7 +165,7 @@ def _endpoints(key: str, text: str) -> tuple[tuple[str, str], ...]:
     pairs = []
     for word in _words(text):
         name, equals, url = word.partition("=")
-        name = lookup.canonical_host(name)
+        name = events.canonical_host(name)
         parts = urlsplit(url)
         if not equals or not _HOST.match(name):
             raise ConfigError(f"{key}: {word!r} is not host=URL")
@@ -229,7 +229,7 @@ class Config:
     def registry_endpoints(self) -> dict[str, str]:
         """Each host the gateway may look images up in, to its base URL."""
         given = dict(self.endpoints)
-        return {host: given.get(host) or lookup.default_endpoint(host) for host in self.hosts}
+        return {host: given.get(host) or events.default_endpoint(host) for host in self.hosts}
 
     @classmethod
     def from_string(cls, text: str, environ: Mapping[str, str] | None = None) -> Config:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from datetime import datetime
 
 import attr
@@ -48,3 +50,50 @@ class ImageEvent:
     timestamp: datetime | None = None
     delivery_id: str = ""
     payload: bytes = b""
+
+
+#: The labels read from an image's config, by the short name they get.
+LABELS = {
+    "revision": "org.opencontainers.image.revision",
+    "source": "org.opencontainers.image.source",
+    "version": "org.opencontainers.image.version",
+    "created": "org.opencontainers.image.created",
+}
+
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_API = "https://registry-1.docker.io"
+_DOCKER_HUB_ALIASES = frozenset(
+    {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
+)
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class ImageFacts:
+    """What the registry says about one manifest.
+
+    :param digest: the manifest's digest (an index's, for a multi-platform image).
+    :param media_type: the manifest's media type.
+    :param platforms: ``os/architecture[/variant]`` of each image, in order.
+    :param labels: the labels of :data:`LABELS` that the image has, by short name.
+    """
+
+    digest: str
+    media_type: str = ""
+    platforms: tuple[str, ...] = ()
+    labels: Mapping[str, str] = attr.ib(factory=dict)
+
+
+def canonical_host(host: str) -> str:
+    """A registry host as ``[registry] hosts`` names it: lower case, Docker
+    Hub's many names as ``docker.io``."""
+    host = host.strip().lower()
+    return DOCKER_HUB if host in _DOCKER_HUB_ALIASES else host
+
+
+def default_endpoint(host: str) -> str:
+    return DOCKER_HUB_API if host == DOCKER_HUB else f"https://{host}"
+
+
+def is_commit_sha(text: str) -> bool:
+    """Whether ``text`` is a full git commit id (SHA-1 or SHA-256, lower case)."""
+    return bool(re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", text))

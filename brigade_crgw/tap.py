@@ -27,23 +27,19 @@ from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
-from . import images
 from .config import Config, ConfigError
-from .deliver import Pipeline
-from .drainer import Drainer
-from .kube import KubeStore, StoreConfigError, load_api_client
-from .projects import ProjectCache
-from .readiness import Readiness
-from .server import (
-    BodyBudget,
-    ConnectionLimit,
-    InFlight,
-    access_log_formatter,
-    bounded_request,
-    raise_open_files,
-)
-from .spool import Spool, SpoolError
-from .web import Gateway
+from .delivery import images
+from .delivery.drainer import Drainer
+from .delivery.pipeline import Pipeline
+from .delivery.spool import Spool, SpoolError
+from .http.accesslog import access_log_formatter
+from .http.app import Gateway
+from .http.connections import ConnectionLimit, raise_open_files
+from .http.inflight import InFlight
+from .http.readiness import Readiness
+from .http.requests import BodyBudget, bounded_request
+from .kubernetes.projects import ProjectCache
+from .kubernetes.store import KubeStore, StoreConfigError, load_api_client
 
 log = Logger()
 # How long shutdown waits for webhooks in flight before stopping anyway.

@@ -1,4 +1,4 @@
-"""An in-memory :class:`~brigade_crgw.kube.SecretStore` for fast tests.
+"""An in-memory :class:`~brigade_crgw.kubernetes.store.SecretStore` for fast tests.
 
 It is verified against the real API server by tests/test_store_contract.py:
 the same contract tests pass against both.
@@ -14,7 +14,7 @@ from typing import Any
 import attr
 
 from brigade_crgw.brigade import Project
-from brigade_crgw.kube import StoreRejected, StoreUnavailable
+from brigade_crgw.kubernetes.store import StoreRejected, StoreUnavailable
 
 # A Secret's data may hold at most 1 MiB.
 MAX_SECRET_BYTES = 1024 * 1024

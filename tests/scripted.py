@@ -15,7 +15,11 @@ from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from brigade_crgw import lookup
+from brigade_crgw.lookups.client import RegistryClient
+from brigade_crgw.lookups.credentials import Credential
+from brigade_crgw.lookups.documents import OCI_MANIFEST
+from brigade_crgw.lookups.outcomes import LookupFailed
+from brigade_crgw.lookups.references import Reference
 
 ENDPOINT = "https://registry.example.com"
 ADDRESSES = {
@@ -92,15 +96,15 @@ def image(
     manifest = json.dumps(
         {
             "schemaVersion": 2,
-            "mediaType": lookup.OCI_MANIFEST,
+            "mediaType": OCI_MANIFEST,
             "config": {"digest": digest_of(config), "size": len(config)},
             "layers": [],
         }
     ).encode()
     base = f"{endpoint}/v2/{repository}"
     for ref in (tag, digest_of(manifest)):
-        registry.on("HEAD", f"{base}/manifests/{ref}", blob(manifest, lookup.OCI_MANIFEST))
-        registry.on("GET", f"{base}/manifests/{ref}", blob(manifest, lookup.OCI_MANIFEST))
+        registry.on("HEAD", f"{base}/manifests/{ref}", blob(manifest, OCI_MANIFEST))
+        registry.on("GET", f"{base}/manifests/{ref}", blob(manifest, OCI_MANIFEST))
     if config_route:
         registry.on("GET", f"{base}/blobs/{digest_of(config)}", blob(config))
     return digest_of(manifest), config
@@ -111,7 +115,7 @@ async def _resolve(name: str) -> list[str]:
 
 
 def client(registry: Scripted, endpoint: str = ENDPOINT, clock: Clock | None = None) -> Any:
-    return lookup.RegistryClient(
+    return RegistryClient(
         {"docker.io": endpoint, "registry.example.com": endpoint},
         StubTreq(registry),
         clock or Clock(),
@@ -130,17 +134,17 @@ def run(d: Deferred[Any]) -> Any:
 
 
 def inspect(c: Any, tag: str = "v1", digest: str = "", credential: Any = None) -> Any:
-    reference = lookup.Reference("registry.example.com", "acme/app", tag, digest)
+    reference = Reference("registry.example.com", "acme/app", tag, digest)
     return run(c.inspect(reference, credential, 3.0))
 
 
-def failure(c: Any, **kwargs: Any) -> lookup.LookupFailed:
-    with pytest.raises(lookup.LookupFailed) as caught:
+def failure(c: Any, **kwargs: Any) -> LookupFailed:
+    with pytest.raises(LookupFailed) as caught:
         inspect(c, **kwargs)
     return caught.value
 
 
-def basic_only(registry: Scripted, credential: lookup.Credential) -> None:
+def basic_only(registry: Scripted, credential: Credential) -> None:
     """Make every route scripted so far want ``credential`` by Basic auth
     (a 401 with a Basic challenge otherwise)."""
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from brigade_crgw import auth
+from brigade_crgw.delivery import auth
 
 POLICY = auth.Policy("always", ("crGatewayToken",))
 OPEN = auth.Policy("when-configured", ("crGatewayToken",))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from brigade_crgw.kube import _Credentials
+from brigade_crgw.kubernetes.store import _Credentials
 
 
 class Client:

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from brigade_crgw.answers import Refusal, Target, Trace, Webhook
 from brigade_crgw.brigade import project_id
 from brigade_crgw.config import Config
-from brigade_crgw.deliver import Pipeline, Refusal, Target, Trace, Webhook
+from brigade_crgw.delivery.pipeline import Pipeline
 from devtools.projects import TOKEN, decoded, project_secret
 
 from .helpers import body

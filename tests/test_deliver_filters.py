@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from brigade_crgw.answers import Target, Trace, Webhook
 from brigade_crgw.config import Config
-from brigade_crgw.deliver import Pipeline, Target, Trace, Webhook
+from brigade_crgw.delivery.pipeline import Pipeline
 from devtools.projects import TOKEN, decoded, project_secret
 
 from .memory import MemoryStore

@@ -12,12 +12,13 @@ import attr
 import pytest
 from twisted.logger import LogLevel, globalLogPublisher
 
+from brigade_crgw.answers import Refusal, Target, Trace, Webhook
 from brigade_crgw.brigade import project_id
 from brigade_crgw.config import Config
-from brigade_crgw.deliver import Pipeline, Refusal, Target, Trace, Webhook
-from brigade_crgw.kube import StoreForbidden, StoreUnavailable
-from brigade_crgw.projects import ProjectCache
-from brigade_crgw.spool import Spool
+from brigade_crgw.delivery.pipeline import Pipeline
+from brigade_crgw.delivery.spool import Spool
+from brigade_crgw.kubernetes.projects import ProjectCache
+from brigade_crgw.kubernetes.store import StoreForbidden, StoreUnavailable
 from devtools.projects import TOKEN, fresh, project_secret
 
 from .helpers import DOCKERHUB

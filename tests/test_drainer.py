@@ -8,9 +8,9 @@ from typing import Any
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.task import Clock
 
-from brigade_crgw import drainer as drainer_module
-from brigade_crgw.drainer import Drainer
-from brigade_crgw.spool import Spool
+from brigade_crgw.delivery import drainer as drainer_module
+from brigade_crgw.delivery.drainer import Drainer
+from brigade_crgw.delivery.spool import Spool
 
 from .helpers import build_for_tag as build
 from .memory import MemoryStore
@@ -89,7 +89,7 @@ def test_stop_cancels_the_timer(tmp_path: Path) -> None:
 
 def test_metrics_show_the_spool(tmp_path: Path) -> None:
     """GET /metrics carries the drainer's last figures: depth, oldest age, rejected."""
-    from brigade_crgw.metrics import Metrics
+    from brigade_crgw.http.metrics import Metrics
 
     service, spool, clock = make(tmp_path, MemoryStore(down=True))
     spool.put([build("a"), build("b")])
@@ -105,7 +105,7 @@ def test_metrics_show_the_spool(tmp_path: Path) -> None:
 def test_metrics_watch_a_spool_given_later(tmp_path: Path) -> None:
     """A spool handed to the metrics after they were made (as makeService
     does) is served from then on."""
-    from brigade_crgw.metrics import Metrics
+    from brigade_crgw.http.metrics import Metrics
 
     service, spool, clock = make(tmp_path, MemoryStore(down=True))
     spool.put([build("a")])
@@ -121,7 +121,7 @@ def test_a_missing_permission_is_an_error(tmp_path: Path) -> None:
     error (the operator must act), and the builds stay."""
     from twisted.logger import LogLevel, globalLogPublisher
 
-    from brigade_crgw.kube import StoreForbidden
+    from brigade_crgw.kubernetes.store import StoreForbidden
 
     store = MemoryStore()
 

@@ -8,9 +8,9 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from brigade_crgw import brigade, enrich
-from brigade_crgw.events import ImageEvent
-from brigade_crgw.lookup import ImageFacts
+from brigade_crgw import brigade
+from brigade_crgw.delivery import enrich
+from brigade_crgw.events import ImageEvent, ImageFacts
 from devtools.projects import decoded
 
 from .helpers import acme_project, push_event

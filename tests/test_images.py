@@ -8,16 +8,18 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from brigade_crgw import lookup
+from brigade_crgw.delivery.images import ImageLookup
 from brigade_crgw.events import ImageEvent
-from brigade_crgw.images import ImageLookup
+from brigade_crgw.lookups.bridge import Lookups
+from brigade_crgw.lookups.credentials import Credential
+from brigade_crgw.lookups.outcomes import FOUND, UNAUTHORIZED, UNLISTED
 
 from . import registry as R
 from .helpers import acme_project
 from .memory import MemoryStore
 from .scripted import Scripted, basic_only, client, image, run
 
-CREDENTIAL = lookup.Credential("robot", "s3cret")
+CREDENTIAL = Credential("robot", "s3cret")
 
 
 def _registry() -> Scripted:
@@ -32,7 +34,7 @@ def _images(store: MemoryStore, pull_secret: str = "") -> ImageLookup:
     def call(f: Callable[..., Deferred[Any]], *args: Any) -> Any:
         return run(f(*args))
 
-    lookups = lookup.Lookups(client(_registry()), call)
+    lookups = Lookups(client(_registry()), call)
     return ImageLookup(lookups, store, 3.0, pull_secret)
 
 
@@ -58,15 +60,15 @@ def _store() -> MemoryStore:
 def test_project_pull_secret() -> None:
     """crGatewayPullSecret's credential is used for its host."""
     [result] = _images(_store()).look_up(acme_project(crGatewayPullSecret="good"), [EVENT])
-    assert result.outcome == lookup.FOUND and result.facts is not None
+    assert result.outcome == FOUND and result.facts is not None
 
 
 def test_default_pull_secret() -> None:
     """[registry] pull_secret serves projects that name none, and not those that do."""
     images = _images(_store(), pull_secret="good")
-    assert images.look_up(acme_project(), [EVENT])[0].outcome == lookup.FOUND
+    assert images.look_up(acme_project(), [EVENT])[0].outcome == FOUND
     own = images.look_up(acme_project(crGatewayPullSecret="bad"), [EVENT])
-    assert own[0].outcome == lookup.UNAUTHORIZED
+    assert own[0].outcome == UNAUTHORIZED
 
 
 def test_unusable_pull_secrets_mean_anonymous() -> None:
@@ -74,11 +76,11 @@ def test_unusable_pull_secrets_mean_anonymous() -> None:
     down: the lookup goes ahead anonymously (and is refused here)."""
     for name in ("missing", "opaque", "Not/A/Name"):
         [result] = _images(_store()).look_up(acme_project(crGatewayPullSecret=name), [EVENT])
-        assert result.outcome == lookup.UNAUTHORIZED, name
+        assert result.outcome == UNAUTHORIZED, name
     down = _store()
     down.down = True
     [result] = _images(down).look_up(acme_project(crGatewayPullSecret="good"), [EVENT])
-    assert result.outcome == lookup.UNAUTHORIZED
+    assert result.outcome == UNAUTHORIZED
 
 
 def test_unlisted_host_reads_no_secret() -> None:
@@ -93,7 +95,7 @@ def test_unlisted_host_reads_no_secret() -> None:
     store = Counting(_store().secrets)
     event = ImageEvent(registry="acr", action="image_push", repository="a", host="x.io", tag="1")
     [result] = _images(store).look_up(acme_project(crGatewayPullSecret="good"), [event])
-    assert result.outcome == lookup.UNLISTED and reads == []
+    assert result.outcome == UNLISTED and reads == []
     _images(store).look_up(acme_project(crGatewayPullSecret="good"), [EVENT, EVENT])
     assert reads == ["good"]  # once per webhook
 
@@ -103,8 +105,8 @@ def test_no_hosts_no_lookups() -> None:
     hosts, one whose client knows exactly those endpoints."""
     from twisted.internet.testing import MemoryReactorClock
 
-    from brigade_crgw import images
     from brigade_crgw.config import Config
+    from brigade_crgw.delivery import images
 
     reactor = MemoryReactorClock()
     assert images.create(Config.from_string("", {}), reactor, MemoryStore()) is None

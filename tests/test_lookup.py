@@ -17,7 +17,23 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.web.server import NOT_DONE_YET, Request
 
-from brigade_crgw import lookup
+from brigade_crgw.events import ImageFacts
+from brigade_crgw.lookups.bridge import Lookups
+from brigade_crgw.lookups.credentials import Credential, parse_challenge, read_dockerconfigjson
+from brigade_crgw.lookups.documents import CONFIG_LIMIT, MANIFEST_LIMIT, OCI_INDEX, OCI_MANIFEST
+from brigade_crgw.lookups.guard import address_kind
+from brigade_crgw.lookups.outcomes import (
+    FAILED,
+    FOUND,
+    NOT_FOUND,
+    REFUSED,
+    TIMEOUT,
+    TOO_LARGE,
+    UNAUTHORIZED,
+    UNLISTED,
+    LookupFailed,
+)
+from brigade_crgw.lookups.references import Reference, usable_reference
 
 from .scripted import (
     ENDPOINT,
@@ -49,9 +65,9 @@ def test_tag_to_labels() -> None:
     )
     facts, cached = inspect(client(registry))
     assert not cached
-    assert facts == lookup.ImageFacts(
+    assert facts == ImageFacts(
         manifest,
-        lookup.OCI_MANIFEST,
+        OCI_MANIFEST,
         ("linux/arm64",),
         {"revision": REVISION, "source": "https://example.com/acme/app"},
     )
@@ -66,7 +82,7 @@ def test_index_lists_platforms_and_reads_amd64() -> None:
     index = json.dumps(
         {
             "schemaVersion": 2,
-            "mediaType": lookup.OCI_INDEX,
+            "mediaType": OCI_INDEX,
             "manifests": [
                 {
                     "digest": arm,
@@ -78,8 +94,8 @@ def test_index_lists_platforms_and_reads_amd64() -> None:
         }
     ).encode()
     base = f"{ENDPOINT}/v2/acme/app/manifests"
-    registry.on("HEAD", f"{base}/v1", blob(index, lookup.OCI_INDEX))
-    registry.on("GET", f"{base}/{digest_of(index)}", blob(index, lookup.OCI_INDEX))
+    registry.on("HEAD", f"{base}/v1", blob(index, OCI_INDEX))
+    registry.on("GET", f"{base}/{digest_of(index)}", blob(index, OCI_INDEX))
     facts, _ = inspect(client(registry))
     assert facts.digest == digest_of(index)
     assert facts.platforms == ("linux/arm64/v8", "linux/amd64")
@@ -106,8 +122,8 @@ def test_cache_is_per_credential() -> None:
     registry = Scripted()
     manifest, _ = image(registry, {})
     c = client(registry)
-    inspect(c, tag="", digest=manifest, credential=lookup.Credential("a", "1"))
-    _, cached = inspect(c, tag="", digest=manifest, credential=lookup.Credential("b", "2"))
+    inspect(c, tag="", digest=manifest, credential=Credential("a", "1"))
+    _, cached = inspect(c, tag="", digest=manifest, credential=Credential("b", "2"))
     assert not cached
 
 
@@ -115,10 +131,10 @@ def test_unlisted_host_is_never_contacted() -> None:
     """A host outside [registry] hosts fails at once, without a request."""
     registry = Scripted()
     c = client(registry)
-    d = c.inspect(lookup.Reference("ghcr.io", "acme/app", "v1"), None, 3.0)
-    with pytest.raises(lookup.LookupFailed) as caught:
+    d = c.inspect(Reference("ghcr.io", "acme/app", "v1"), None, 3.0)
+    with pytest.raises(LookupFailed) as caught:
         run(d)
-    assert caught.value.outcome == lookup.UNLISTED and registry.seen == []
+    assert caught.value.outcome == UNLISTED and registry.seen == []
 
 
 def test_manifest_digest_must_match() -> None:
@@ -126,14 +142,14 @@ def test_manifest_digest_must_match() -> None:
     registry = Scripted()
     manifest, _ = image(registry, {})
     registry.on("GET", f"{ENDPOINT}/v2/acme/app/manifests/{manifest}", blob(b'{"tampered": 1}'))
-    assert failure(client(registry)).outcome == lookup.FAILED
+    assert failure(client(registry)).outcome == FAILED
 
 
 @pytest.mark.parametrize("with_length", [True, False])
 def test_manifest_size_cap(with_length: bool) -> None:
     """A manifest over 4 MiB is cut off, whether or not its length is announced."""
     registry = Scripted()
-    big = b'{"x":"' + b"a" * lookup.MANIFEST_LIMIT + b'"}'
+    big = b'{"x":"' + b"a" * MANIFEST_LIMIT + b'"}'
     digest = digest_of(big)
 
     def answer(request: Request) -> bytes | int:
@@ -150,14 +166,14 @@ def test_manifest_size_cap(with_length: bool) -> None:
 
     registry.on("HEAD", f"{ENDPOINT}/v2/acme/app/manifests/v1", answer)
     registry.on("GET", f"{ENDPOINT}/v2/acme/app/manifests/{digest}", answer)
-    assert failure(client(registry)).outcome == lookup.TOO_LARGE
+    assert failure(client(registry)).outcome == TOO_LARGE
 
 
 def test_config_size_cap() -> None:
     """A config blob over 1 MiB is not read."""
     registry = Scripted()
-    image(registry, {"padding": "x" * lookup.CONFIG_LIMIT})
-    assert failure(client(registry)).outcome == lookup.TOO_LARGE
+    image(registry, {"padding": "x" * CONFIG_LIMIT})
+    assert failure(client(registry)).outcome == TOO_LARGE
 
 
 def test_blob_redirect_followed_without_credentials() -> None:
@@ -167,7 +183,7 @@ def test_blob_redirect_followed_without_credentials() -> None:
     _, config = image(registry, {"org.opencontainers.image.version": "1"}, config_route=False)
     where = f"https://cdn.example.net/b/{digest_of(config)}"
     registry.on("GET", f"{ENDPOINT}/v2/acme/app/blobs/{digest_of(config)}", redirect(where))
-    credential = lookup.Credential("u", "p")
+    credential = Credential("u", "p")
     basic_only(registry, credential)
     registry.on("GET", where, blob(config))
     facts, _ = inspect(client(registry), credential=credential)
@@ -199,7 +215,7 @@ def test_blob_redirect_refused(location: str, why: str) -> None:
     _, config = image(registry, {}, config_route=False)
     registry.on("GET", f"{ENDPOINT}/v2/acme/app/blobs/{digest_of(config)}", redirect(location))
     error = failure(client(registry))
-    assert error.outcome == lookup.REFUSED and why in error.reason
+    assert error.outcome == REFUSED and why in error.reason
     assert all(s[1] == "registry.example.com" for s in registry.seen)
 
 
@@ -222,7 +238,7 @@ def test_manifest_redirect_refused() -> None:
     registry.on(
         "HEAD", f"{ENDPOINT}/v2/acme/app/manifests/v1", redirect("https://cdn.example.net/m")
     )
-    assert failure(client(registry)).outcome == lookup.REFUSED
+    assert failure(client(registry)).outcome == REFUSED
 
 
 def _bearer_registry(realm: str) -> tuple[Scripted, str]:
@@ -248,7 +264,7 @@ def _bearer_registry(realm: str) -> tuple[Scripted, str]:
         registry.routes[key] = guarded(answer)
 
     def token(request: Request) -> bytes:
-        if request.getHeader("authorization") not in (None, lookup.Credential("u", "p").basic()):
+        if request.getHeader("authorization") not in (None, Credential("u", "p").basic()):
             request.setResponseCode(401)
             return b""
         return json.dumps({"token": "good-token"}).encode()
@@ -262,14 +278,14 @@ def test_bearer_token_from_realm() -> None:
     the credentials and the challenge's scope); the credentials never reach
     the registry itself and the token never reaches the realm."""
     registry, manifest = _bearer_registry("https://auth.example.com/token")
-    facts, _ = inspect(client(registry), credential=lookup.Credential("u", "p"))
+    facts, _ = inspect(client(registry), credential=Credential("u", "p"))
     assert facts.digest == manifest and facts.labels == {"revision": REVISION}
     to_realm = [s for s in registry.seen if s[1] == "auth.example.com"]
     to_registry = [s for s in registry.seen if s[1] == "registry.example.com"]
     assert to_realm[0][2] == (
         "/token?scope=repository%3Aacme%2Fapp%3Apull&service=registry.example.com"
     )
-    assert {s[3] for s in to_realm} == {lookup.Credential("u", "p").basic()}
+    assert {s[3] for s in to_realm} == {Credential("u", "p").basic()}
     assert {s[3] for s in to_registry} <= {"", "Bearer good-token"}
 
 
@@ -283,16 +299,16 @@ def test_bearer_token_anonymous() -> None:
 def test_wrong_credentials() -> None:
     """A token service that refuses the credentials gives ``unauthorized``."""
     registry, _ = _bearer_registry("https://auth.example.com/token")
-    error = failure(client(registry), credential=lookup.Credential("u", "wrong"))
-    assert error.outcome == lookup.UNAUTHORIZED
+    error = failure(client(registry), credential=Credential("u", "wrong"))
+    assert error.outcome == UNAUTHORIZED
 
 
 @pytest.mark.parametrize("realm", ["http://auth.example.com/token", "https://10.9.9.9/token"])
 def test_unsafe_realm_refused(realm: str) -> None:
     """A realm over http (for an https endpoint) or on a private address gets no credentials."""
     registry, _ = _bearer_registry(realm)
-    error = failure(client(registry), credential=lookup.Credential("u", "p"))
-    assert error.outcome == lookup.REFUSED
+    error = failure(client(registry), credential=Credential("u", "p"))
+    assert error.outcome == REFUSED
     assert not [s for s in registry.seen if s[1] != "registry.example.com"]
 
 
@@ -306,12 +322,12 @@ def test_basic_challenge_without_credentials() -> None:
         return b""
 
     registry.on("HEAD", f"{ENDPOINT}/v2/acme/app/manifests/v1", basic)
-    assert failure(client(registry)).outcome == lookup.UNAUTHORIZED
+    assert failure(client(registry)).outcome == UNAUTHORIZED
 
 
 def test_not_found() -> None:
     """An unknown tag is ``not_found``."""
-    assert failure(client(Scripted()), tag="nope").outcome == lookup.NOT_FOUND
+    assert failure(client(Scripted()), tag="nope").outcome == NOT_FOUND
 
 
 def test_hanging_registry_times_out() -> None:
@@ -320,14 +336,14 @@ def test_hanging_registry_times_out() -> None:
     registry.on("HEAD", f"{ENDPOINT}/v2/acme/app/manifests/v1", lambda request: NOT_DONE_YET)
     clock = Clock()
     c = client(registry, clock=clock)
-    d = c.inspect(lookup.Reference("registry.example.com", "acme/app", "v1"), None, 3.0)
+    d = c.inspect(Reference("registry.example.com", "acme/app", "v1"), None, 3.0)
     results: list[Any] = []
     d.addBoth(results.append)
     clock.advance(2.9)
     assert results == []
     clock.advance(0.2)
-    assert isinstance(results[0].value, lookup.LookupFailed)
-    assert results[0].value.outcome == lookup.TIMEOUT
+    assert isinstance(results[0].value, LookupFailed)
+    assert results[0].value.outcome == TIMEOUT
 
 
 def test_bridge_never_raises_and_counts() -> None:
@@ -339,33 +355,33 @@ def test_bridge_never_raises_and_counts() -> None:
     def call(f: Callable[..., Deferred[Any]], *args: Any) -> Any:
         return run(f(*args))
 
-    lookups = lookup.Lookups(client(registry), call, counted.append, clock=lambda: 100.0)
-    ok = lookups.look(lookup.Reference("registry.example.com", "acme/app", "v1"), None, 103.0)
-    missing = lookups.look(lookup.Reference("registry.example.com", "acme/app", "x"), None, 103.0)
-    late = lookups.look(lookup.Reference("registry.example.com", "acme/app", "v1"), None, 99.0)
+    lookups = Lookups(client(registry), call, counted.append, clock=lambda: 100.0)
+    ok = lookups.look(Reference("registry.example.com", "acme/app", "v1"), None, 103.0)
+    missing = lookups.look(Reference("registry.example.com", "acme/app", "x"), None, 103.0)
+    late = lookups.look(Reference("registry.example.com", "acme/app", "v1"), None, 99.0)
     none = lookups.look(None, None, 103.0)
-    assert ok.outcome == lookup.FOUND and ok.facts is not None
+    assert ok.outcome == FOUND and ok.facts is not None
     assert (missing.outcome, late.outcome, none.outcome) == (
-        lookup.NOT_FOUND,
-        lookup.TIMEOUT,
-        lookup.FAILED,
+        NOT_FOUND,
+        TIMEOUT,
+        FAILED,
     )
-    assert counted == [lookup.FOUND, lookup.NOT_FOUND, lookup.TIMEOUT, lookup.FAILED]
+    assert counted == [FOUND, NOT_FOUND, TIMEOUT, FAILED]
 
     def broken(f: Any, *args: Any) -> Any:
         raise RuntimeError("bug")
 
     assert (
-        lookup.Lookups(client(registry), broken)
-        .look(lookup.Reference("registry.example.com", "acme/app", "v1"), None, float("inf"))
+        Lookups(client(registry), broken)
+        .look(Reference("registry.example.com", "acme/app", "v1"), None, float("inf"))
         .outcome
-        == lookup.FAILED
+        == FAILED
     )
 
 
 def test_parse_challenge() -> None:
     """Quoted values keep their commas; unquoted ones and case are handled."""
-    scheme, params = lookup.parse_challenge(
+    scheme, params = parse_challenge(
         'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",'
         'scope="repository:acme/app:pull,push", error=insufficient_scope'
     )
@@ -376,16 +392,16 @@ def test_parse_challenge() -> None:
         "scope": "repository:acme/app:pull,push",
         "error": "insufficient_scope",
     }
-    assert lookup.parse_challenge("")[0] == ""
+    assert parse_challenge("")[0] == ""
 
 
 def test_usable_reference() -> None:
     """Only values the Distribution grammar allows become a reference; Docker
     Hub's official images live under library/."""
-    assert lookup.usable_reference("index.docker.io", "nginx", "1.27", "") == lookup.Reference(
+    assert usable_reference("index.docker.io", "nginx", "1.27", "") == Reference(
         "docker.io", "library/nginx", "1.27", ""
     )
-    assert lookup.usable_reference("ghcr.io", "acme/app", "", "sha256:" + "a" * 64) is not None
+    assert usable_reference("ghcr.io", "acme/app", "", "sha256:" + "a" * 64) is not None
     for repository, tag, digest in [
         ("acme/../app", "v1", ""),
         ("Acme/App", "v1", ""),
@@ -394,7 +410,7 @@ def test_usable_reference() -> None:
         ("acme/app?x=1", "v1", ""),
         ("acme/app", "", ""),
     ]:
-        assert lookup.usable_reference("ghcr.io", repository, tag, digest) is None
+        assert usable_reference("ghcr.io", repository, tag, digest) is None
 
 
 def test_dockerconfigjson() -> None:
@@ -411,47 +427,47 @@ def test_dockerconfigjson() -> None:
             }
         }
     )
-    found = lookup.read_dockerconfigjson(raw)
+    found = read_dockerconfigjson(raw)
     assert found == {
-        "docker.io": lookup.Credential("hub", "pw:with:colons"),
-        "ghcr.io": lookup.Credential("gh", "tok"),
+        "docker.io": Credential("hub", "pw:with:colons"),
+        "ghcr.io": Credential("gh", "tok"),
     }
-    assert lookup.read_dockerconfigjson(b"not json") == {}
-    assert lookup.read_dockerconfigjson(b"[]") == {}
+    assert read_dockerconfigjson(b"not json") == {}
+    assert read_dockerconfigjson(b"[]") == {}
     assert "pw" not in repr(found)
 
 
 def test_address_kinds() -> None:
     """Addresses are sorted into the kinds the redirect rule names."""
-    assert lookup.address_kind("8.8.8.8") == "public"
-    assert lookup.address_kind("127.0.0.5") == "loopback"
-    assert lookup.address_kind("::1") == "loopback"
-    assert lookup.address_kind("172.16.0.1") == "private"
-    assert lookup.address_kind("fd00::1") == "private"
-    assert lookup.address_kind("169.254.1.1") == "link-local"
-    assert lookup.address_kind("fe80::1%eth0") == "link-local"
-    assert lookup.address_kind("224.0.0.1") == "special"
-    assert lookup.address_kind("::ffff:10.0.0.1") == "private"
+    assert address_kind("8.8.8.8") == "public"
+    assert address_kind("127.0.0.5") == "loopback"
+    assert address_kind("::1") == "loopback"
+    assert address_kind("172.16.0.1") == "private"
+    assert address_kind("fd00::1") == "private"
+    assert address_kind("169.254.1.1") == "link-local"
+    assert address_kind("fe80::1%eth0") == "link-local"
+    assert address_kind("224.0.0.1") == "special"
+    assert address_kind("::ffff:10.0.0.1") == "private"
 
 
 @given(st.text(max_size=200))
 def test_challenge_parser_never_raises(header: str) -> None:
     """Any WWW-Authenticate text parses to a scheme and string parameters."""
-    scheme, params = lookup.parse_challenge(header)
+    scheme, params = parse_challenge(header)
     assert isinstance(scheme, str) and all(isinstance(v, str) for v in params.values())
 
 
 @given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
 def test_dockerconfigjson_never_raises(raw: bytes) -> None:
     """Any bytes read as a dockerconfigjson give a (perhaps empty) mapping of credentials."""
-    found = lookup.read_dockerconfigjson(raw)
-    assert all(isinstance(c, lookup.Credential) for c in found.values())
+    found = read_dockerconfigjson(raw)
+    assert all(isinstance(c, Credential) for c in found.values())
 
 
 @given(st.text(max_size=40), st.text(max_size=80), st.text(max_size=40), st.text(max_size=80))
 def test_reference_only_from_grammar(host: str, repository: str, tag: str, digest: str) -> None:
     """Whatever a payload holds, a reference is None or made of URL-safe parts only."""
-    reference = lookup.usable_reference(host, repository, tag, digest)
+    reference = usable_reference(host, repository, tag, digest)
     if reference is not None:
         for part in (reference.repository, reference.tag, reference.digest):
             assert not set(part) & set("?#%\\ \t\n") and ".." not in part

@@ -15,7 +15,19 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from brigade_crgw import lookup
+from brigade_crgw.lookups.client import RegistryClient
+from brigade_crgw.lookups.credentials import Credential
+from brigade_crgw.lookups.documents import ACCEPT, CONFIG_LIMIT
+from brigade_crgw.lookups.guard import Guard, GuardedEndpoints
+from brigade_crgw.lookups.outcomes import (
+    NOT_FOUND,
+    REFUSED,
+    TIMEOUT,
+    TOO_LARGE,
+    UNAUTHORIZED,
+    LookupFailed,
+)
+from brigade_crgw.lookups.references import Reference
 
 from . import registry as R
 
@@ -26,7 +38,7 @@ LABELS = {
     "org.opencontainers.image.version": "1.2.3",
     "org.opencontainers.image.created": "2026-01-01T00:00:00Z",
 }
-CREDENTIAL = lookup.Credential(R.USER, R.PASSWORD)
+CREDENTIAL = Credential(R.USER, R.PASSWORD)
 
 
 @pytest.fixture(scope="module", params=["htpasswd", "token"])
@@ -51,18 +63,18 @@ def pushed(
         registry.stop()
 
 
-def _client(endpoint: str) -> lookup.RegistryClient:
-    return lookup.RegistryClient.create({"docker.io": endpoint}, reactor)
+def _client(endpoint: str) -> RegistryClient:
+    return RegistryClient.create({"docker.io": endpoint}, reactor)
 
 
-def _ref(tag: str = "", digest: str = "") -> lookup.Reference:
-    return lookup.Reference("docker.io", "acme/app", tag, digest)
+def _ref(tag: str = "", digest: str = "") -> Reference:
+    return Reference("docker.io", "acme/app", tag, digest)
 
 
-async def _failure(client: lookup.RegistryClient, *args: Any) -> lookup.LookupFailed:
+async def _failure(client: RegistryClient, *args: Any) -> LookupFailed:
     try:
         await client.inspect(*args)
-    except lookup.LookupFailed as e:
+    except LookupFailed as e:
         return e
     raise AssertionError("the lookup should have failed")
 
@@ -112,9 +124,9 @@ async def test_wrong_and_missing_credentials(
     """A wrong password and no credentials both give ``unauthorized``."""
     registry, _, _ = pushed
     client = _client(registry.url)
-    wrong = await _failure(client, _ref("v1"), lookup.Credential(R.USER, "nope"), 10)
+    wrong = await _failure(client, _ref("v1"), Credential(R.USER, "nope"), 10)
     anonymous = await _failure(client, _ref("v1"), None, 10)
-    assert wrong.outcome == anonymous.outcome == lookup.UNAUTHORIZED
+    assert wrong.outcome == anonymous.outcome == UNAUTHORIZED
 
 
 @pytest_twisted.ensureDeferred
@@ -122,7 +134,7 @@ async def test_unknown_tag(pushed: tuple[R.Registry, R.Layout, R.Layout]) -> Non
     """A tag the registry does not have is ``not_found``."""
     registry, _, _ = pushed
     error = await _failure(_client(registry.url), _ref("missing"), CREDENTIAL, 10)
-    assert error.outcome == lookup.NOT_FOUND
+    assert error.outcome == NOT_FOUND
 
 
 def test_registry_verifies_tokens(pushed: tuple[R.Registry, R.Layout, R.Layout]) -> None:
@@ -138,7 +150,7 @@ def test_registry_verifies_tokens(pushed: tuple[R.Registry, R.Layout, R.Layout])
         request = urllib.request.Request(  # noqa: S310 (http to the test registry)
             url,
             method="HEAD",
-            headers={"Authorization": f"Bearer {token}", "Accept": lookup.ACCEPT},
+            headers={"Authorization": f"Bearer {token}", "Accept": ACCEPT},
         )
         try:
             with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310
@@ -164,7 +176,7 @@ async def test_redirect_to_loopback_http_refused(tmp_path: Path) -> None:
         layout = R.write_layout(tmp_path / "l", "v1", LABELS)
         R.push(layout, registry, "acme/app")
         error = await _failure(_client(registry.url), _ref("v1"), None, 10)
-        assert error.outcome == lookup.REFUSED and "https only" in error.reason
+        assert error.outcome == REFUSED and "https only" in error.reason
         with pytest.raises(BlockingIOError):
             listener.accept()
     finally:
@@ -177,10 +189,10 @@ async def test_oversized_config(tmp_path: Path) -> None:
     """A config blob of over 1 MiB in a real registry is not read."""
     registry = R.start_registry(tmp_path / "r", "none")
     try:
-        layout = R.write_layout(tmp_path / "l", "big", LABELS, pad_config=lookup.CONFIG_LIMIT)
+        layout = R.write_layout(tmp_path / "l", "big", LABELS, pad_config=CONFIG_LIMIT)
         R.push(layout, registry, "acme/app")
         error = await _failure(_client(registry.url), _ref("big"), None, 10)
-        assert error.outcome == lookup.TOO_LARGE
+        assert error.outcome == TOO_LARGE
     finally:
         registry.stop()
 
@@ -194,7 +206,7 @@ async def test_hanging_registry() -> None:
         started = time.monotonic()
         error = await _failure(_client(f"http://127.0.0.1:{port}"), _ref("v1"), None, 1.0)
         elapsed = time.monotonic() - started
-        assert error.outcome == lookup.TIMEOUT
+        assert error.outcome == TIMEOUT
         assert elapsed < 5, elapsed  # generous: the point is that it ends at all
     finally:
         listener.close()
@@ -209,16 +221,16 @@ async def test_connection_address_checked_again() -> None:
     listener, port = R.hanging_server()
     listener.settimeout(5)
     try:
-        guard = lookup._Guard(trusted={"registry.example.com"})
+        guard = Guard(trusted={"registry.example.com"})
         # As if the redirect's name had resolved to a public address.
         guard.away["127.0.0.1"] = frozenset({"public"})
-        endpoints = lookup._GuardedEndpoints(reactor, BrowserLikePolicyForHTTPS(), guard)
+        endpoints = GuardedEndpoints(reactor, BrowserLikePolicyForHTTPS(), guard)
         endpoint = endpoints.endpointForURI(URI.fromBytes(f"https://127.0.0.1:{port}/".encode()))
         from twisted.internet.protocol import Factory, Protocol
 
-        with pytest.raises(lookup.LookupFailed) as caught:
+        with pytest.raises(LookupFailed) as caught:
             await endpoint.connect(Factory.forProtocol(Protocol))
-        assert caught.value.outcome == lookup.REFUSED and "loopback" in caught.value.reason
+        assert caught.value.outcome == REFUSED and "loopback" in caught.value.reason
         connection, _ = listener.accept()
         with connection:
             assert connection.recv(1024) == b""  # closed, having sent nothing

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from brigade_crgw.brigade import project_id
-from brigade_crgw.kube import StoreUnavailable
-from brigade_crgw.projects import MAX_ENTRIES, ProjectCache
+from brigade_crgw.kubernetes.projects import MAX_ENTRIES, ProjectCache
+from brigade_crgw.kubernetes.store import StoreUnavailable
 from devtools.projects import project_secret
 
 from .memory import MemoryStore

@@ -15,11 +15,11 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 
 from brigade_crgw.config import Config
-from brigade_crgw.deliver import Pipeline
-from brigade_crgw.kube import StoreUnavailable
-from brigade_crgw.readiness import Readiness
-from brigade_crgw.server import InFlight
-from brigade_crgw.web import Gateway
+from brigade_crgw.delivery.pipeline import Pipeline
+from brigade_crgw.http.app import Gateway
+from brigade_crgw.http.inflight import InFlight
+from brigade_crgw.http.readiness import Readiness
+from brigade_crgw.kubernetes.store import StoreUnavailable
 from devtools import gateway as gateway_process
 from devtools.outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
 

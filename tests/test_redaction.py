@@ -14,7 +14,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from brigade_crgw import text
-from brigade_crgw.server import access_log_formatter, redact_query
+from brigade_crgw.http.accesslog import access_log_formatter, redact_query
 
 
 class Capture(Resource):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from brigade_crgw import retry
-from brigade_crgw.kube import StoreRejected, StoreUnavailable
+from brigade_crgw.delivery import outage as retry
+from brigade_crgw.kubernetes.store import StoreRejected, StoreUnavailable
 
 
 class Time:

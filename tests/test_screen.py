@@ -14,8 +14,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from brigade_crgw.deliver import Refusal
-from brigade_crgw.server import SCREEN_ABOVE, BodyBudget, ConnectionLimit, bounded_request
+from brigade_crgw.answers import Refusal
+from brigade_crgw.http.connections import ConnectionLimit
+from brigade_crgw.http.requests import SCREEN_ABOVE, BodyBudget, bounded_request
 
 
 class Echo(Resource):

@@ -14,8 +14,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from brigade_crgw.deliver import Refusal
-from brigade_crgw.server import FLUSH_SECONDS, InFlight, bounded_request
+from brigade_crgw.answers import Refusal
+from brigade_crgw.http.inflight import FLUSH_SECONDS, InFlight
+from brigade_crgw.http.requests import bounded_request
 from brigade_crgw.tap import DRAIN_SECONDS, CleanExitOnTerm, ThreadPoolService
 
 

@@ -13,13 +13,15 @@ from typing import Any
 
 import pytest
 
-from brigade_crgw.kube import StoreRejected, StoreUnavailable
-from brigade_crgw.spool import Spool, SpoolError, SpoolFull, drain_once
+from brigade_crgw.delivery.spool import Spool, SpoolError, SpoolFull, drain_once
+from brigade_crgw.kubernetes.store import StoreRejected, StoreUnavailable
 
 from .helpers import build_for_tag as build
 from .memory import MemoryStore
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
 class Clock:
     def __init__(self, now: float = 1_700_000_000.0) -> None:
         self.now = now
@@ -114,7 +116,7 @@ CRASH = """
 import os, signal, sys
 sys.path.insert(0, sys.argv[2])
 from tests.helpers import build_for_tag as build
-from brigade_crgw.spool import Spool
+from brigade_crgw.delivery.spool import Spool
 spool = Spool.open(sys.argv[1], 100)
 spool.put([build("a"), build("b")])
 os.kill(os.getpid(), signal.SIGKILL)  # between the write and the answer

@@ -11,7 +11,12 @@ import pytest
 
 from brigade_crgw import brigade
 from brigade_crgw.events import ImageEvent
-from brigade_crgw.kube import KubeStore, StoreRejected, StoreUnavailable, load_api_client
+from brigade_crgw.kubernetes.store import (
+    KubeStore,
+    StoreRejected,
+    StoreUnavailable,
+    load_api_client,
+)
 from devtools.projects import decoded, project_secret
 
 from .conftest import Namespace

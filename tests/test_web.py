@@ -15,11 +15,12 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from brigade_crgw.answers import Refusal
 from brigade_crgw.brigade import project_id
 from brigade_crgw.config import Config
-from brigade_crgw.deliver import Pipeline, Refusal
-from brigade_crgw.server import InFlight
-from brigade_crgw.web import Gateway, parse_target
+from brigade_crgw.delivery.pipeline import Pipeline
+from brigade_crgw.http.app import Gateway, parse_target
+from brigade_crgw.http.inflight import InFlight
 from devtools.projects import TOKEN, decoded, fresh, project_secret
 
 from .helpers import DOCKERHUB, URL_FORMS, body

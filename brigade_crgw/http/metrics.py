@@ -24,7 +24,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder
 
-from .spool import SpoolStats
+from ..delivery.spool import SpoolStats
 
 # Seconds; a webhook's time includes its Kubernetes calls.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

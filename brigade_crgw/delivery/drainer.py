@@ -1,7 +1,7 @@
 """The spool's drainer: a small Service that empties the spool into Kubernetes.
 
 Every second (or at once, while a batch came out whole) it runs
-:func:`~brigade_crgw.spool.drain_once` on the gateway's thread pool; while
+:func:`~brigade_crgw.delivery.spool.drain_once` on the gateway's thread pool; while
 Kubernetes stays unavailable it waits longer between attempts (jittered, up
 to 30 s).  It also refreshes the spool's figures for ``GET /metrics``, so the
 reactor never reads the file itself.
@@ -18,8 +18,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from .kube import StoreForbidden
-from .retry import backoff
+from ..kubernetes.store import StoreForbidden
+from .outage import backoff
 from .spool import BuildStore, Drained, Spool, SpoolError, SpoolStats, drain_once
 
 log = Logger()

@@ -22,7 +22,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .kube import StoreUnavailable
+from ..kubernetes.store import StoreUnavailable
 
 log = Logger()
 

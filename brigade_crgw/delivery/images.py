@@ -3,9 +3,9 @@
 :class:`ImageLookup` is the one optional collaborator the webhook pipeline
 gets when ``[registry] hosts`` lists anything: it finds the project's
 registry credentials (``crGatewayPullSecret``, else ``[registry]
-pull_secret``) and asks :class:`~brigade_crgw.lookup.Lookups` about each
+pull_secret``) and asks :class:`~brigade_crgw.lookups.bridge.Lookups` about each
 image within the webhook's time budget.  It never raises: a lookup that
-gives nothing is a :class:`~brigade_crgw.lookup.Result` that says why, and
+gives nothing is a :class:`~brigade_crgw.lookups.outcomes.Result` that says why, and
 the log says so too.
 """
 
@@ -21,11 +21,15 @@ import attr
 from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import Logger
 
-from . import lookup
-from .brigade import Project
-from .config import Config
+from ..brigade import Project
+from ..config import Config
+from ..events import ImageEvent
+from ..lookups.bridge import Lookups
+from ..lookups.client import RegistryClient
+from ..lookups.credentials import Credential, read_dockerconfigjson
+from ..lookups.outcomes import Result
+from ..lookups.references import usable_reference
 from .enrich import PULL_SECRET_KEY
-from .events import ImageEvent
 
 log = Logger()
 
@@ -48,21 +52,19 @@ class ImageLookup:
     :param pull_secret: the default pull secret's name, or empty.
     """
 
-    lookups: lookup.Lookups
+    lookups: Lookups
     secrets: SecretReader
     timeout: float
     pull_secret: str = ""
     clock: Callable[[], float] = time.monotonic
 
-    def look_up(self, project: Project, events: Sequence[ImageEvent]) -> list[lookup.Result]:
+    def look_up(self, project: Project, events: Sequence[ImageEvent]) -> list[Result]:
         """One result per event, in order, within :attr:`timeout` in all."""
         deadline = self.clock() + self.timeout
-        credentials: dict[str, lookup.Credential] | None = None
+        credentials: dict[str, Credential] | None = None
         results = []
         for event in events:
-            reference = lookup.usable_reference(
-                event.host, event.repository, event.tag, event.digest
-            )
+            reference = usable_reference(event.host, event.repository, event.tag, event.digest)
             credential = None
             if reference is not None and self.lookups.allowed(reference.host):
                 if credentials is None:
@@ -79,7 +81,7 @@ class ImageLookup:
             results.append(result)
         return results
 
-    def _credentials(self, project: Project) -> dict[str, lookup.Credential]:
+    def _credentials(self, project: Project) -> dict[str, Credential]:
         """The credentials of the project's pull secret, by host; none when it
         names none, or its Secret cannot be read (logged)."""
         name = project.data.get(PULL_SECRET_KEY, "").strip() or self.pull_secret
@@ -110,7 +112,7 @@ class ImageLookup:
             decoded = base64.b64decode(raw or "", validate=True)
         except (ValueError, TypeError):
             decoded = b""
-        return lookup.read_dockerconfigjson(decoded)
+        return read_dockerconfigjson(decoded)
 
 
 def _image(event: ImageEvent) -> str:
@@ -128,8 +130,8 @@ def create(config: Config, reactor: Any, secrets: SecretReader) -> ImageLookup |
     endpoints = config.registry_endpoints()
     if not endpoints:
         return None
-    client = lookup.RegistryClient.create(endpoints, reactor)
-    lookups = lookup.Lookups(client, partial(blockingCallFromThread, reactor))
+    client = RegistryClient.create(endpoints, reactor)
+    lookups = Lookups(client, partial(blockingCallFromThread, reactor))
     log.info(
         "registry lookups on {hosts}, {timeout:g}s per webhook",
         hosts=" ".join(f"{host}={url}" for host, url in endpoints.items()),

@@ -16,7 +16,9 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from .kube import StoreUnavailable
+import attr
+
+from ..kubernetes.store import StoreUnavailable
 
 T = TypeVar("T")
 
@@ -69,3 +71,21 @@ def backoff(failures: int, jitter: Callable[[], float] = random.random, cap: flo
     keeps failing never spins)."""
     ceiling = min(cap, 2.0 ** max(0, failures))
     return ceiling * (0.5 + 0.5 * jitter())
+
+
+# Once an outage has outlasted the retry budget, a webhook makes one attempt
+# of at most this many seconds before its builds go to the spool.
+QUICK_ATTEMPT = 1.0
+
+
+@attr.s(auto_attribs=True)
+class Health:
+    """Since when Kubernetes has been failing every webhook (None: it answers).
+
+    Shared by the webhooks of the process: the retry budget is for riding
+    out a short outage, and once one has lasted longer than that, waiting
+    the whole budget again in every webhook would only hold the thread pool
+    (and, with it, every other webhook) while the spool is there to take them.
+    """
+
+    failing_since: float | None = None

@@ -13,10 +13,10 @@ from collections.abc import Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import Any
 
-from . import brigade
-from .brigade import Project, ulid
-from .events import ImageEvent
-from .lookup import ImageFacts, Result
+from .. import brigade
+from ..brigade import Project, ulid
+from ..events import ImageEvent, ImageFacts
+from ..lookups.outcomes import Result
 
 TAGS_KEY = "crGatewayTags"
 ONE_BUILD_PER_DIGEST_KEY = "crGatewayOneBuildPerDigest"

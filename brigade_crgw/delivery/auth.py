@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 
 import attr
 
-from .config import ALWAYS
+from ..config import ALWAYS
 
 # The same words for an unknown project and a wrong token, so that an
 # unauthenticated caller learns nothing about which projects exist.

@@ -32,7 +32,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
-from .brigade import Project
+from ..brigade import Project
 
 
 class StoreUnavailable(Exception):

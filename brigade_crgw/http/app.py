@@ -1,7 +1,7 @@
 """The HTTP surface: routes, what a webhook request says, JSON answers, and
 the one log line of each webhook.
 
-The work of a webhook is :meth:`~brigade_crgw.deliver.Pipeline.deliver`,
+The work of a webhook is :meth:`~brigade_crgw.delivery.pipeline.Pipeline.deliver`,
 handed to the thread pool in one trip through the injected ``run``; the
 reactor thread only reads the request, routes and answers.
 """
@@ -26,10 +26,11 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from . import registries, text
-from .deliver import Outcome, Pipeline, Refusal, Target, Trace, Webhook, unavailable
+from .. import registries, text
+from ..answers import Outcome, Refusal, Target, Trace, Webhook, unavailable
+from ..delivery.pipeline import Pipeline
+from .inflight import InFlight
 from .metrics import Metrics
-from .server import InFlight
 
 log = Logger()
 Runner = Callable[..., "Deferred[Any]"]
@@ -214,7 +215,7 @@ class Gateway:
 
     def screen(self, method: bytes, uri: bytes, headers: Headers) -> Deferred[Refusal | None]:
         """Judge a request on its headers, before its body is read (see
-        :class:`~brigade_crgw.server.BoundedRequest`): a webhook whose
+        :class:`~brigade_crgw.http.requests.BoundedRequest`): a webhook whose
         project does not exist, or whose credentials in the URL or a header
         are wrong, is refused without its body ever being held.  Fires with
         the refusal to send (already logged and counted), or None to read

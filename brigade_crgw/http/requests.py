@@ -1,148 +1,35 @@
-"""The HTTP server around the app: bounded requests, the count of webhooks
-in flight, and the access log.
-
-These limits act before a request reaches a route: a body too large or too
-slow is refused while it arrives, and a webhook past ``max_in_flight`` is
-refused before any work starts.
-"""
+"""Bounded requests: a body too large or too slow is refused while it
+arrives, within a process-wide budget of buffered bytes, before a request
+reaches a route."""
 
 from __future__ import annotations
 
 import json
-import re
-import resource
 from collections.abc import Callable
 from io import BytesIO
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 import attr
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
-from twisted.web.http import RESPONSES, combinedLogFormatter
+from twisted.web.http import RESPONSES
 from twisted.web.http import Request as HTTPRequest
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
-from .deliver import Refusal, unavailable
+from ..answers import Refusal, unavailable
+from .inflight import InFlight
 
 log = Logger()
 
-# How long a finished answer is given to leave its socket buffer before
-# shutdown closes the connections.
-FLUSH_SECONDS = 0.2
-
-
-@attr.s(auto_attribs=True)
-class InFlight:
-    """Counts webhooks being handled: bounds them, and lets shutdown wait.
-
-    A webhook counts from the moment it is taken until its work is over and
-    its answer was handed to the connection, whichever is later: a sender
-    that hangs up does not free a slot while its builds are still being made.
-    Requests still arriving (their first line read, not yet their whole
-    body) are not bounded here, but shutdown waits for them too, so that a
-    body half received at SIGTERM is still read and answered.
-    """
-
-    limit: int
-    clock: IReactorTime
-    count: int = 0
-    arriving: int = 0
-    _waiting: list[Deferred[None]] = attr.ib(factory=list)
-
-    def enter(self) -> None:
-        """Take a slot.
-
-        :raises Refusal: 503 when every slot is taken.
-        """
-        if self.count >= self.limit:
-            raise unavailable("too many webhooks in flight; retry shortly")
-        self.count += 1
-
-    def leave(self) -> None:
-        self.count -= 1
-        if self.idle and self._waiting:
-            self._release_soon()
-
-    def arrive(self) -> None:
-        """A request began to arrive."""
-        self.arriving += 1
-
-    def arrived(self) -> None:
-        """That request is complete (and handed on), refused or gone."""
-        self.arriving -= 1
-        if self.idle and self._waiting:
-            self._release_soon()
-
-    @property
-    def idle(self) -> bool:
-        return self.count == 0 and self.arriving == 0
-
-    def _release_soon(self) -> None:
-        # A finished answer may still sit in its connection's buffer, and
-        # shutdown closes connections without flushing them: give the
-        # reactor a few turns to write it first.
-        self.clock.callLater(FLUSH_SECONDS, self._release)
-
-    def _release(self) -> None:
-        if self.idle:
-            waiting, self._waiting = self._waiting, []
-            for d in waiting:
-                d.callback(None)
-
-    def drained(self) -> Deferred[None]:
-        """Fires once no webhook is being handled or arriving and the last
-        answers had time to leave."""
-        d: Deferred[None] = Deferred()
-        self._waiting.append(d)
-        if self.idle:
-            self._release_soon()
-        return d
-
-
-# Twisted splits a query on both separators, and decodes '+' and
-# percent-escapes in each name (twisted.web.http.parse_qs).
-_QUERY_SEPARATORS = re.compile(rb"([&;])")
-
-
-def redact_query(uri: bytes) -> bytes:
-    """``uri`` with the value of every query parameter that Twisted would read
-    as ``token`` replaced by ``REDACTED``.
-
-    The query is split and each name decoded exactly as Twisted's own parser
-    does, so ``?x=1;token=…``, ``?%74oken=…`` and ``?to%6Ben=…`` are all
-    caught; a name that differs from ``token`` only in case is redacted too.
-    The rest of the URI is kept as it came.
-    """
-    path, question, query = uri.partition(b"?")
-    if not question:
-        return uri
-    parts = _QUERY_SEPARATORS.split(query)
-    for i in range(0, len(parts), 2):
-        name, equals, _ = parts[i].partition(b"=")
-        if equals and unquote_to_bytes(name.replace(b"+", b" ")).lower() == b"token":
-            parts[i] = name + b"=REDACTED"
-    return path + question + b"".join(parts)
-
-
-class _Redacted:
-    """A request as the access log sees it: its URI without a token."""
-
-    def __init__(self, request: Request) -> None:
-        self._request = request
-        self.uri = redact_query(request.uri)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._request, name)
-
-
-def access_log_formatter(timestamp: str, request: Request) -> str:
-    """The combined log format, with any ``token`` query value redacted."""
-    return combinedLogFormatter(timestamp, _Redacted(request))
+# What one read from a socket may take.  Twisted reads 64 KiB at a time, so
+# the start of a body arrives with its headers and waits in the channel while
+# the headers are judged: smaller reads keep that small for every connection.
+READ_SIZE = 16 * 1024
+# Bodies up to this size are read before the webhook is judged (see
+# BoundedRequest.gotLength).
+SCREEN_ABOVE = READ_SIZE
 
 
 def raw_answer(transport: Any, refusal: Refusal) -> None:
@@ -195,8 +82,6 @@ class BodyBudget:
         self.held -= size
 
 
-# Answers webhooks before their body is read: fires with a Refusal to send,
-# or None to read the body (see Gateway.screen).
 Screen = Callable[[bytes, bytes, Headers], "Deferred[Refusal | None]"]
 
 
@@ -385,71 +270,3 @@ def bounded_request(
             "budget": budget,
         },
     )
-
-
-class _Overflow(Protocol):
-    """A connection past ``max_connections``: told 503, then closed."""
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        raw_answer(self.transport, unavailable("too many connections; retry shortly"))
-
-
-# What one read from a socket may take.  Twisted reads 64 KiB at a time, so
-# the start of a body arrives with its headers and waits in the channel while
-# the headers are judged: smaller reads keep that small for every connection.
-READ_SIZE = 16 * 1024
-# Bodies up to this size are read before the webhook is judged (see
-# BoundedRequest.gotLength).
-SCREEN_ABOVE = READ_SIZE
-
-
-class _Connection(ProtocolWrapper):
-    def makeConnection(self, transport: Any) -> None:
-        if hasattr(transport, "bufferSize"):
-            transport.bufferSize = READ_SIZE
-        super().makeConnection(transport)
-
-
-class ConnectionLimit(WrappingFactory):
-    """A factory that keeps at most ``limit`` connections open: past it, a new
-    connection is answered 503 (JSON, ``Retry-After``) and closed at once,
-    so open connections, and what they hold, stay bounded.
-
-    :param factory: the ``Site``.
-    """
-
-    protocol = _Connection
-
-    def __init__(self, factory: Any, limit: int) -> None:
-        super().__init__(factory)
-        self.limit = limit
-        self._refusing = False
-
-    def buildProtocol(self, addr: Any) -> Any:
-        if len(self.protocols) >= self.limit:
-            if not self._refusing:
-                self._refusing = True
-                log.warn(
-                    "max_connections ({limit}) reached: new connections get 503",
-                    limit=self.limit,
-                )
-            return _Overflow()
-        self._refusing = False
-        return super().buildProtocol(addr)
-
-
-def raise_open_files(needed: int) -> None:
-    """Raise this process's soft limit on open files to ``needed`` (within
-    the hard limit), so that max_connections, not the file limit, is what
-    refuses connections."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= needed:
-        return
-    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    if target < needed:
-        log.warn(
-            "open files are limited to {hard}: fewer than max_connections can be open",
-            hard=hard,
-        )

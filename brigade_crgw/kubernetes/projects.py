@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import attr
 
-from .brigade import Project
-from .kube import SecretStore, StoreUnavailable
+from ..brigade import Project
+from .store import SecretStore, StoreUnavailable
 
 # Enough for every project of a large installation; a flood of made-up names
 # evicts the oldest entries instead of growing without bound.
@@ -26,7 +26,7 @@ MAX_ENTRIES = 4096
 
 @attr.s(auto_attribs=True)
 class ProjectCache:
-    """``get_project`` of a :class:`~brigade_crgw.kube.SecretStore`, remembered.
+    """``get_project`` of a :class:`~brigade_crgw.kubernetes.store.SecretStore`, remembered.
 
     :param store: where projects are read on a miss.
     :param seconds: how long a project read is reused; 0 turns the cache off.

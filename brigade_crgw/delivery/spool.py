@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import attr
 
-from .kube import StoreRejected, StoreUnavailable
+from ..kubernetes.store import StoreRejected, StoreUnavailable
 
 # Bumped when the table changes; a file from a newer gateway is refused.
 SCHEMA_VERSION = 1

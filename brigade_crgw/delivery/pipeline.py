@@ -23,105 +23,19 @@ from typing import Any, Protocol, TypeVar
 import attr
 from twisted.logger import Logger
 
-from . import auth, brigade, enrich, registries, retry
-from .config import WHEN_CONFIGURED, Config
-from .events import ImageEvent
+from .. import brigade, registries
+from ..answers import Outcome, Refusal, Target, Trace, Webhook, unavailable
+from ..config import WHEN_CONFIGURED, Config
+from ..events import ImageEvent
+from ..kubernetes.store import SecretStore, StoreForbidden, StoreRejected, StoreUnavailable
+from . import auth, enrich, outage
 from .images import ImageLookup
-from .kube import SecretStore, StoreForbidden, StoreRejected, StoreUnavailable
+from .outage import QUICK_ATTEMPT, Health
 from .spool import Spool, SpoolError, SpoolFull
 
 log = Logger()
 
-RETRY_AFTER = "5"
 T = TypeVar("T")
-# Once an outage has outlasted the retry budget, a webhook makes one attempt
-# of at most this many seconds before its builds go to the spool.
-QUICK_ATTEMPT = 1.0
-
-
-@attr.s(auto_attribs=True)
-class Health:
-    """Since when Kubernetes has been failing every webhook (None: it answers).
-
-    Shared by the webhooks of the process: the retry budget is for riding
-    out a short outage, and once one has lasted longer than that, waiting
-    the whole budget again in every webhook would only hold the thread pool
-    (and, with it, every other webhook) while the spool is there to take them.
-    """
-
-    failing_since: float | None = None
-
-
-class Refusal(Exception):
-    """A webhook the gateway answers with a 4xx or 503 and a JSON body.
-
-    :param code: the HTTP status.
-    :param status: the ``status`` word of the body.
-    :param reason: a sentence for the sender, never holding a secret.
-    :param headers: extra answer headers (``Retry-After``, ``WWW-Authenticate``).
-    """
-
-    def __init__(
-        self, code: int, status: str, reason: str = "", headers: Mapping[str, str] | None = None
-    ) -> None:
-        super().__init__(reason or status)
-        self.code, self.status, self.reason = code, status, reason
-        self.headers = dict(headers or {})
-
-    def body(self) -> dict[str, str]:
-        body = {"status": self.status}
-        if self.reason:
-            body["reason"] = self.reason
-        return body
-
-
-def unavailable(reason: str) -> Refusal:
-    """A 503 that tells the sender to retry."""
-    return Refusal(503, "unavailable", reason, {"Retry-After": RETRY_AFTER})
-
-
-@attr.s(frozen=True, auto_attribs=True)
-class Target:
-    """What a webhook URL names: a project and, perhaps, a commit-ish."""
-
-    project: str
-    commit: str
-
-
-@attr.s(frozen=True, auto_attribs=True)
-class Webhook:
-    """A webhook as the web layer read it.
-
-    :param headers: lower-cased header names to their first value.
-    :param query_token: the ``?token=`` value, if any.
-    :param query_registry: the ``?registry=`` value, if any.
-    """
-
-    target: Target
-    headers: Mapping[str, str]
-    body: bytes = attr.ib(repr=False)
-    query_token: str | None = attr.ib(default=None, repr=False)
-    query_registry: str | None = None
-
-
-@attr.s(auto_attribs=True)
-class Trace:
-    """What is known of a webhook so far, for its one log line.  Filled in as
-    :meth:`Pipeline.deliver` goes, so a refusal still logs what was learnt."""
-
-    project: str = ""
-    registry: str = ""
-    repository: str = ""
-    tag: str = ""
-    builds: list[str] = attr.ib(factory=list)
-
-
-@attr.s(frozen=True, auto_attribs=True)
-class Outcome:
-    """A webhook's successful answer: its code and JSON body."""
-
-    code: int
-    body: Mapping[str, Any]
 
 
 class ProjectReader(Protocol):
@@ -248,9 +162,9 @@ class Pipeline:
             budget, per_call = 0.0, min(per_call, QUICK_ATTEMPT)
         else:
             # At least one short attempt, even when the project read took it all.
-            budget = max(deadline - started, retry.MIN_ATTEMPT)
+            budget = max(deadline - started, outage.MIN_ATTEMPT)
         try:
-            result = retry.within(budget, per_call, attempt, clock=self.clock, sleep=self.sleep)
+            result = outage.within(budget, per_call, attempt, clock=self.clock, sleep=self.sleep)
         except StoreUnavailable:
             if creating and self.health.failing_since is None:
                 self.health.failing_since = started
