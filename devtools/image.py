@@ -25,7 +25,6 @@ people with Docker.  Building needs root (the venv is made with ``chroot``).
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import json
 import os
@@ -38,8 +37,20 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SUITE = "bookworm"
+from devtools import ROOT
+from devtools.debian import (
+    SUITE,
+    DebianError,
+    Recipe,
+    digest,
+    locked,
+    project_wheel,
+    run,
+    say,
+    wheels,
+)
+from devtools.plane.build import cache_root
+
 MIRRORS = (
     f"deb http://deb.debian.org/debian {SUITE} main",
     f"deb http://deb.debian.org/debian {SUITE}-updates main",
@@ -106,12 +117,23 @@ RUN_OPTIONS = (
 )
 
 
-class ImageError(Exception):
-    """A step of the build failed; the message says which."""
+# The name the tests catch (tests/conftest.py): the one error of devtools.debian.
+ImageError = DebianError
+RECIPE = Recipe(
+    variant="essential",
+    packages=PACKAGES,
+    dpkg_options=DPKG_OPTIONS,
+    mirrors=MIRRORS,
+    options=(
+        "--aptopt=APT::Install-Recommends false",
+        *(f"--hook-dir={hook}" for hook in HOOK_DIRS),
+        "--format=tar",
+    ),
+)
 
 
-def say(message: str) -> None:
-    print(f"image: {message}", file=sys.stderr, flush=True)
+def _say(message: str) -> None:
+    say("image", message)
 
 
 def version() -> str:
@@ -125,62 +147,28 @@ def reference() -> str:
     return f"{NAME}:{version()}"
 
 
-def _cache_base() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "brigade-crgw"
-
-
 def rootfs_tarball() -> Path:
     """Where the rootfs for these packages and options is cached."""
-    recipe = json.dumps([SUITE, MIRRORS, PACKAGES, DPKG_OPTIONS, HOOK_DIRS, platform.machine()])
-    digest = hashlib.sha256(recipe.encode()).hexdigest()[:16]
-    return _cache_base() / f"image-rootfs-{SUITE}-{digest}.tar"
+    recipe = [SUITE, MIRRORS, PACKAGES, DPKG_OPTIONS, HOOK_DIRS, platform.machine()]
+    return cache_root() / f"image-rootfs-{SUITE}-{digest(recipe)}.tar"
 
 
 def _run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-    say("$ " + " ".join(command))
-    result = subprocess.run(command, text=True, **kwargs)  # type: ignore[call-overload]
-    if result.returncode != 0:
-        detail = f": {result.stderr.strip()}" if isinstance(result.stderr, str) else ""
-        raise ImageError(f"{command[0]} failed with exit code {result.returncode}{detail}")
-    return result
+    return run("image", command, **kwargs)
 
 
 def rootfs() -> Path:
     """The cached Debian rootfs tarball, made with mmdebstrap when missing."""
     tarball = rootfs_tarball()
-    tarball.parent.mkdir(parents=True, exist_ok=True)
-    # Two test runs at once make it once.
-    with open(tarball.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    if tarball.exists():
+        return tarball
+    with locked(tarball.name):  # two test runs at once make it once
         if not tarball.exists():
-            _mmdebstrap(tarball)
+            started = time.monotonic()
+            _say(f"making the Debian {SUITE} rootfs (first run only, minutes)")
+            RECIPE.mmdebstrap("image", tarball)
+            _say(f"rootfs made in {time.monotonic() - started:.0f}s, cached at {tarball}")
     return tarball
-
-
-def _mmdebstrap(tarball: Path) -> None:
-    if shutil.which("mmdebstrap") is None:
-        raise ImageError("mmdebstrap is not installed (apt-get install mmdebstrap)")
-    started = time.monotonic()
-    say(f"making the Debian {SUITE} rootfs (first run only, minutes)")
-    partial = tarball.with_suffix(".tar.tmp")
-    _run(
-        [
-            "mmdebstrap",
-            "--quiet",
-            "--variant=essential",
-            "--aptopt=APT::Install-Recommends false",
-            f"--include={','.join(PACKAGES)}",
-            *(f"--dpkgopt={option}" for option in DPKG_OPTIONS),
-            *(f"--hook-dir={hook}" for hook in HOOK_DIRS),
-            "--format=tar",
-            SUITE,
-            str(partial),
-            *MIRRORS,
-        ]
-    )
-    partial.rename(tarball)
-    say(f"rootfs made in {time.monotonic() - started:.0f}s, cached at {tarball}")
 
 
 def sources_digest() -> str:
@@ -192,58 +180,6 @@ def sources_digest() -> str:
     for path in files:
         digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
-
-
-def wheels(into: Path) -> None:
-    """The project and all it needs, as wheels for the image's Python."""
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-    with tempfile.TemporaryDirectory(prefix="brigade-crgw-src-") as tmp:
-        # A copy, so the build leaves nothing (build/, *.egg-info) in the tree.
-        source = Path(tmp) / "src"
-        shutil.copytree(
-            ROOT,
-            source,
-            ignore=shutil.ignore_patterns(
-                ".git", ".venv", ".control-plane", "build", "*.egg-info", "__pycache__", ".*cache"
-            ),
-        )
-        _run([*pip, "wheel", "--quiet", "--no-deps", "--wheel-dir", str(into), str(source)])
-    # Binary wheels for the image's interpreter (Debian's CPython 3.11), not
-    # for whichever Python runs this build.
-    machine = platform.machine()
-    _run(
-        [
-            *pip,
-            "download",
-            "--quiet",
-            "--dest",
-            str(into),
-            "--only-binary=:all:",
-            "--python-version",
-            "3.11",
-            "--implementation",
-            "cp",
-            "--abi",
-            "cp311",
-            "--abi",
-            "abi3",
-            "--abi",
-            "none",
-            *(
-                arg
-                for tag in (
-                    f"manylinux_2_28_{machine}",
-                    f"manylinux_2_17_{machine}",
-                    f"manylinux2014_{machine}",
-                    f"manylinux_2_5_{machine}",
-                    f"manylinux1_{machine}",
-                    "any",
-                )
-                for arg in ("--platform", tag)
-            ),
-            *(str(w) for w in into.glob("brigade_crgw-*.whl")),
-        ]
-    )
 
 
 def _chroot(root: Path, *command: str) -> None:
@@ -365,7 +301,7 @@ def build(name: str | None = None, force: bool = False) -> str:
     """Build the image unless the stored one is this tree's; its name."""
     name = name or reference()
     if not force and current(name):
-        say(f"{name} is up to date")
+        _say(f"{name} is up to date")
         return name
     for tool in ("buildah", "chroot"):
         if shutil.which(tool) is None:
@@ -378,14 +314,14 @@ def build(name: str | None = None, force: bool = False) -> str:
     with tempfile.TemporaryDirectory(prefix="brigade-crgw-image-") as tmp:
         work = Path(tmp)
         wheel_dir = work / "wheels"
-        wheel_dir.mkdir()
-        wheels(wheel_dir)
+        shutil.copytree(wheels("image"), wheel_dir)
+        project_wheel("image", wheel_dir)
         root = work / "root"
         root.mkdir()
         _run(["tar", "-xf", str(tarball), "-C", str(root), "--numeric-owner"])
         assemble(root, wheel_dir)
         commit(root, work / "layer.tar", name, source)
-    say(f"built {name} in {time.monotonic() - started:.0f}s, {size(name) / 1e6:.0f} MB")
+    _say(f"built {name} in {time.monotonic() - started:.0f}s, {size(name) / 1e6:.0f} MB")
     return name
 
 
@@ -406,7 +342,7 @@ def main(argv: list[str]) -> int:
         else:
             print(build(args.name, args.force))
     except ImageError as e:
-        say(f"error: {e}")
+        _say(f"error: {e}")
         return 1
     return 0
 
