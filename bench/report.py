@@ -12,41 +12,57 @@ import attr
 from .wrk import WrkResult
 
 
-@attr.s(frozen=True, auto_attribs=True)
+@attr.s(frozen=True, auto_attribs=True, kw_only=True)
+class Run:
+    """One measured wrk run, and the build Secrets counted in the
+    namespace over it."""
+
+    wrk: WrkResult
+    secrets: int
+
+
+@attr.s(frozen=True, auto_attribs=True, kw_only=True)
+class GatewayRun(Run):
+    """A run against a fresh gateway, and what the kernel says of the
+    gateway process."""
+
+    # User + system CPU time over the measured run.
+    cpu_ms: float
+    # VmHWM over its whole life.
+    rss_mib: float
+    # TCP connections it opened to the API server over its life (warm-up
+    # and run); None when they could not be counted.
+    connections: int | None
+
+    @property
+    def cpu_share(self) -> float:
+        """CPU time over the run's wall time (1.0 = one core)."""
+        seconds = self.wrk.seconds
+        return self.cpu_ms / (seconds * 1000.0) if seconds else 0.0
+
+    @property
+    def cpu_ms_per_build(self) -> float:
+        return self.cpu_ms / self.secrets if self.secrets else 0.0
+
+
+@attr.s(frozen=True, auto_attribs=True, kw_only=True)
 class Row:
-    """The API server and the gateway at one layout, body size and concurrency."""
+    """The API server and the gateway at one layout, body size and
+    concurrency: the API server creating the build Secret itself, then the
+    gateway (with ``pool`` threads) making it from a push."""
 
     layout: str
     body: str
     concurrency: int
-    # The API server creating the build Secret itself, and the Secrets
-    # counted in the namespace over that run.
-    direct: WrkResult
-    direct_secrets: int
-    gateway: WrkResult
-    gateway_secrets: int
-    gateway_rss_mib: float
-    gateway_cpu_ms: float
-    # TCP connections the gateway opened to the API server over its life
-    # (warm-up and run); None when they could not be counted.
-    connections: int | None
+    direct: Run
+    gateway: GatewayRun
     pool: int
 
     @property
     def ratio(self) -> float:
         """The gateway's builds/s over the API server's."""
-        direct = self.direct.ok_per_second
-        return self.gateway.ok_per_second / direct if direct else 0.0
-
-    @property
-    def cpu_share(self) -> float:
-        """The gateway's CPU time over the measured run's wall time (1.0 = one core)."""
-        seconds = self.gateway.seconds
-        return self.gateway_cpu_ms / (seconds * 1000.0) if seconds else 0.0
-
-    @property
-    def cpu_ms_per_build(self) -> float:
-        return self.gateway_cpu_ms / self.gateway_secrets if self.gateway_secrets else 0.0
+        direct = self.direct.wrk.ok_per_second
+        return self.gateway.wrk.ok_per_second / direct if direct else 0.0
 
 
 def _ms(value: float) -> str:
@@ -57,12 +73,12 @@ def _latencies(result: WrkResult) -> str:
     return " / ".join(_ms(v) for v in (result.p50_ms, result.p90_ms, result.p99_ms))
 
 
-def _answers(result: WrkResult, secrets: int) -> str:
+def _answers(run: Run) -> str:
     """2xx answers and Secrets counted: equal, or the difference (requests
     still in flight when wrk stopped may have made their build)."""
-    if secrets == result.ok:
-        return f"{result.ok}"
-    return f"{result.ok} ({secrets})"
+    if run.secrets == run.wrk.ok:
+        return f"{run.wrk.ok}"
+    return f"{run.wrk.ok} ({run.secrets})"
 
 
 def _errors(result: WrkResult) -> str:
@@ -85,15 +101,17 @@ def table(rows: Sequence[Row]) -> str:
     """The rows as a markdown table."""
     lines = [HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"]
     for r in rows:
-        connections = "-" if r.connections is None else str(r.connections)
+        direct, gateway = r.direct.wrk, r.gateway.wrk
+        connections = "-" if r.gateway.connections is None else str(r.gateway.connections)
         lines.append(
             f"| {r.layout} | {r.body} | {r.concurrency} "
-            f"| {r.direct.ok_per_second:.0f} | {r.gateway.ok_per_second:.0f} "
-            f"| {f'{r.ratio:.0%}' if r.direct.ok else 'n/a'} "
-            f"| {_latencies(r.direct)} | {_latencies(r.gateway)} "
-            f"| {_errors(r.direct)} / {_errors(r.gateway)} "
-            f"| {_answers(r.direct, r.direct_secrets)} / {_answers(r.gateway, r.gateway_secrets)} "
-            f"| {r.gateway_rss_mib:.1f} | {r.cpu_ms_per_build:.2f} ({r.cpu_share:.0%}) "
+            f"| {direct.ok_per_second:.0f} | {gateway.ok_per_second:.0f} "
+            f"| {f'{r.ratio:.0%}' if direct.ok else 'n/a'} "
+            f"| {_latencies(direct)} | {_latencies(gateway)} "
+            f"| {_errors(direct)} / {_errors(gateway)} "
+            f"| {_answers(r.direct)} / {_answers(r.gateway)} "
+            f"| {r.gateway.rss_mib:.1f} "
+            f"| {r.gateway.cpu_ms_per_build:.2f} ({r.gateway.cpu_share:.0%}) "
             f"| {connections} ({r.pool}) |"
         )
     return "\n".join(lines) + "\n"
@@ -111,32 +129,33 @@ RSS_TARGET_MIB = 80.0
 
 def targets(row: Row) -> list[Target]:
     """Issue 8's targets, checked on a row (they are set for pinned, c=32, 1 KiB)."""
+    direct, gateway, connections = row.direct.wrk, row.gateway.wrk, row.gateway.connections
     return [
         Target(
             "builds/s ≥ 85 % of the API server's",
             row.ratio >= 0.85,
-            f"{row.gateway.ok_per_second:.0f} of {row.direct.ok_per_second:.0f} ({row.ratio:.0%})",
+            f"{gateway.ok_per_second:.0f} of {direct.ok_per_second:.0f} ({row.ratio:.0%})",
         ),
         Target(
             "p99 ≤ 1.5 x the API server's",
-            row.gateway.p99_ms <= 1.5 * row.direct.p99_ms,
-            f"{_ms(row.gateway.p99_ms)} ms against {_ms(row.direct.p99_ms)} ms "
-            f"({row.gateway.p99_ms / row.direct.p99_ms if row.direct.p99_ms else 0:.1f} x)",
+            gateway.p99_ms <= 1.5 * direct.p99_ms,
+            f"{_ms(gateway.p99_ms)} ms against {_ms(direct.p99_ms)} ms "
+            f"({gateway.p99_ms / direct.p99_ms if direct.p99_ms else 0:.1f} x)",
         ),
         Target(
             "no non-2xx answers",
-            row.gateway.non_2xx == 0 and not any(row.gateway.socket_errors.values()),
-            _errors(row.gateway),
+            gateway.non_2xx == 0 and not any(gateway.socket_errors.values()),
+            _errors(gateway),
         ),
         Target(
             f"peak RSS ≤ {RSS_TARGET_MIB:.0f} MiB",
-            row.gateway_rss_mib <= RSS_TARGET_MIB,
-            f"{row.gateway_rss_mib:.1f} MiB",
+            row.gateway.rss_mib <= RSS_TARGET_MIB,
+            f"{row.gateway.rss_mib:.1f} MiB",
         ),
         Target(
             "connections opened ≤ the pool size",
-            row.connections is not None and row.connections <= row.pool,
-            f"{'not counted' if row.connections is None else row.connections} (pool {row.pool})",
+            connections is not None and connections <= row.pool,
+            f"{'not counted' if connections is None else connections} (pool {row.pool})",
         ),
     ]
 
@@ -176,10 +195,14 @@ def plot(rows: Sequence[Row], path: Path) -> None:
             for axis, direct, gateway in (
                 (
                     rate,
-                    [r.direct.ok_per_second for r in chosen],
-                    [r.gateway.ok_per_second for r in chosen],
+                    [r.direct.wrk.ok_per_second for r in chosen],
+                    [r.gateway.wrk.ok_per_second for r in chosen],
                 ),
-                (p99, [r.direct.p99_ms for r in chosen], [r.gateway.p99_ms for r in chosen]),
+                (
+                    p99,
+                    [r.direct.wrk.p99_ms for r in chosen],
+                    [r.gateway.wrk.p99_ms for r in chosen],
+                ),
             ):
                 axis.plot(xs, direct, "--o", color=colour, label=f"API server, {body}")
                 axis.plot(xs, gateway, "-s", color=colour, label=f"gateway, {body}")
@@ -209,21 +232,29 @@ def find(rows: Sequence[Row], layout: str, body: str, concurrency: int) -> Row |
     return None
 
 
+@attr.s(frozen=True, auto_attribs=True, kw_only=True)
+class Method:
+    """How the rows were measured, as the document explains it."""
+
+    pool: int
+    shipped_max_body: int
+    raised_max_body: int
+    duration: float
+    warm_up: float
+    # Whether the connections to the API server were counted (root, nftables).
+    counted: bool
+    # An experiment's changes to the shipped ini, as ``[section] key = value``.
+    overrides: Sequence[str] = ()
+
+
 def document(
-    machine: dict[str, str],
-    rows: Sequence[Row],
-    *,
-    pool: int,
-    shipped_max_body: int,
-    raised_max_body: int,
-    duration: float,
-    warm_up: float,
-    counted: bool,
-    profile: str | None,
-    overrides: Sequence[str] = (),
+    machine: dict[str, str], rows: Sequence[Row], method: Method, profile: str | None
 ) -> str:
     """``docs/benchmark.md``, a page of the docs site: the machine, the
     method, the table, the targets, the plot and the profile's headline."""
+    pool, duration, warm_up = method.pool, method.duration, method.warm_up
+    shipped_max_body, raised_max_body = method.shipped_max_body, method.raised_max_body
+    overrides = method.overrides
     parts = [
         "# Performance: the gateway beside the API server",
         "",
@@ -302,7 +333,7 @@ def document(
             + ", ".join(f"`{o}`" for o in overrides)
             + ".",
         ]
-    if not counted:
+    if not method.counted:
         parts += ["", "Connections were **not counted** in this run (no root, or no nftables)."]
     parts += ["", "## Results", "", table(rows), "![the plot](performance.png)", ""]
     target_row = find(rows, "pinned", "1k", 32)

@@ -4,6 +4,7 @@ real HTTP."""
 
 from __future__ import annotations
 
+import configparser
 import http.client
 import json
 import os
@@ -12,6 +13,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,49 +106,82 @@ class Daemon:
             return self.process.wait()
 
 
+# What the tests run with unless they say otherwise: a short read timeout,
+# a small pool and quick Kubernetes timeouts.
+TEST_SETTINGS: dict[str, dict[str, object]] = {
+    "server": {"read_timeout": 5},
+    "kubernetes": {"request_timeout": 3, "threads": 4},
+}
+SHIPPED_INI = ROOT / "etc" / "brigade-crgw.ini"
+
+
+def shipped_settings() -> dict[str, dict[str, object]]:
+    """The shipped ``etc/brigade-crgw.ini``, by section."""
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read_string(SHIPPED_INI.read_text())
+    return {name: dict(ini[name]) for name in ini.sections()}
+
+
+def settings_for(
+    port: int,
+    namespace: str,
+    kubeconfig: Path,
+    settings: dict[str, dict[str, object]] | None = None,
+    base: dict[str, dict[str, object]] | None = None,
+) -> dict[str, dict[str, object]]:
+    """The gateway's ini by section: ``base`` (the test settings unless
+    given), listening on loopback ``port`` and writing to ``namespace``
+    through ``kubeconfig``, then ``settings`` over all of it."""
+    sections = {name: dict(values) for name, values in (base or TEST_SETTINGS).items()}
+    sections.setdefault("server", {})["listen"] = f"tcp:{port}:interface=127.0.0.1"
+    sections.setdefault("kubernetes", {}).update(namespace=namespace, kubeconfig=kubeconfig)
+    for section, values in (settings or {}).items():
+        sections.setdefault(section, {}).update(values)
+    return sections
+
+
+def ini_text(sections: dict[str, dict[str, object]]) -> str:
+    return "\n".join(
+        f"[{name}]\n" + "".join(f"{key} = {value}\n" for key, value in values.items())
+        for name, values in sections.items()
+    )
+
+
 def start(
     tmp: Path,
     namespace: str,
     kubeconfig: Path,
     settings: dict[str, dict[str, object]] | None = None,
     timeout: float = 30.0,
+    *,
+    base: dict[str, dict[str, object]] | None = None,
+    wrappers: Sequence[str] = (),
 ) -> Daemon:
     """Start the gateway on a free loopback port and wait until it answers.
 
-    :param settings: ini values by section, over the test defaults.
+    :param settings: ini values by section, over ``base``.
+    :param base: the ini to start from: the test settings unless given
+        (the bench gives :func:`shipped_settings`).
+    :param wrappers: commands that exec the next (``taskset -c 0``,
+        ``setpriv ... --``), so the process is still twistd itself.
     """
     port = free_port()
-    sections: dict[str, dict[str, object]] = {
-        "server": {"listen": f"tcp:{port}:interface=127.0.0.1", "read_timeout": 5},
-        "kubernetes": {
-            "namespace": namespace,
-            "kubeconfig": kubeconfig,
-            "request_timeout": 3,
-            "threads": 4,
-        },
-    }
-    for section, values in (settings or {}).items():
-        sections.setdefault(section, {}).update(values)
     config = tmp / f"gateway-{port}.ini"
-    config.write_text(
-        "".join(
-            f"[{name}]\n" + "".join(f"{key} = {value}\n" for key, value in values.items())
-            for name, values in sections.items()
-        )
-    )
+    config.write_text(ini_text(settings_for(port, namespace, kubeconfig, settings, base)))
     log_path = tmp / f"gateway-{port}.log"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("BRIGADE_NAMESPACE", None)
+    twistd = [
+        str(TWISTD),
+        "--nodaemon",
+        "--pidfile=",
+        f"--logfile={log_path}",
+        "brigade-crgw",
+        "--config",
+        str(config),
+    ]
     process = subprocess.Popen(
-        [
-            str(TWISTD),
-            "--nodaemon",
-            "--pidfile=",
-            f"--logfile={log_path}",
-            "brigade-crgw",
-            "--config",
-            str(config),
-        ],
+        [*wrappers, *twistd],
         cwd=ROOT,
         env=env,
         stdin=subprocess.DEVNULL,
