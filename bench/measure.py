@@ -203,8 +203,9 @@ class Gateways:
             for key, value in values.items()
         ]
 
-    def start(self, namespace: Namespace, size: int, layout: Layout) -> gateway_process.Daemon:
-        self.started += 1
+    def settings(self, size: int) -> dict[str, dict[str, object]]:
+        """The ini values over the shipped ones for the next gateway, which
+        takes bodies of ``size``."""
         settings: dict[str, dict[str, object]] = {}
         if size > self.shipped_max_body:
             settings["server"] = {"max_body_bytes": MAX_BODY_CEILING}
@@ -214,6 +215,11 @@ class Gateways:
             settings["spool"] = {"path": self.tmp / f"spool-{self.started}.sqlite"}
         for section, values in self.overrides.items():
             settings.setdefault(section, {}).update(values)
+        return settings
+
+    def start(self, namespace: Namespace, size: int, layout: Layout) -> gateway_process.Daemon:
+        self.started += 1
+        settings = self.settings(size)
         # Each wrapper execs the next, so the process is twistd itself.
         wrappers = self.counter.wrapper() if self.counter else []
         if layout.gateway_cpu is not None:

@@ -117,8 +117,6 @@ RUN_OPTIONS = (
 )
 
 
-# The name the tests catch (tests/conftest.py): the one error of devtools.debian.
-ImageError = DebianError
 RECIPE = Recipe(
     variant="essential",
     packages=PACKAGES,
@@ -196,7 +194,7 @@ def plugin_cache(root: Path) -> Path:
     )
     found = list(root.glob(f"{VENV.lstrip('/')}/lib/python3*/site-packages/twisted/plugins"))
     if len(found) != 1 or not (found[0] / "dropin.cache").exists():
-        raise ImageError("Twisted did not write its plugin cache in the venv")
+        raise DebianError("Twisted did not write its plugin cache in the venv")
     plugins = found[0]
     cached = int(time.time())
     os.utime(plugins / "dropin.cache", (cached, cached))
@@ -305,9 +303,9 @@ def build(name: str | None = None, force: bool = False) -> str:
         return name
     for tool in ("buildah", "chroot"):
         if shutil.which(tool) is None:
-            raise ImageError(f"{tool} is not installed")
+            raise DebianError(f"{tool} is not installed")
     if os.geteuid() != 0:
-        raise ImageError("building the image needs root (chroot and buildah's storage)")
+        raise DebianError("building the image needs root (chroot and buildah's storage)")
     started = time.monotonic()
     tarball = rootfs()
     source = sources_digest()
@@ -341,7 +339,7 @@ def main(argv: list[str]) -> int:
             print(rootfs())
         else:
             print(build(args.name, args.force))
-    except ImageError as e:
+    except DebianError as e:
         _say(f"error: {e}")
         return 1
     return 0

@@ -39,8 +39,6 @@ RECIPE = Recipe(
     mirrors=(MIRROR,),
     options=("--mode=root",),
 )
-# The name the tests catch (tests/test_systemd.py): the one error of devtools.debian.
-RootfsError = DebianError
 
 
 def rootfs_path() -> Path:

@@ -18,7 +18,7 @@ import attr
 import pytest
 from kubernetes import client, config
 
-from devtools import image
+from devtools import debian, image
 from devtools.plane import Plane, PlaneError, gateway_identity
 from devtools.projects import project_secret
 
@@ -77,7 +77,7 @@ def built() -> str:
     """This tree's image, built (or found up to date) as `make image` does."""
     try:
         return image.build()
-    except image.ImageError as e:
+    except debian.DebianError as e:
         pytest.fail(f"the image could not be built: {e}", pytrace=False)
 
 

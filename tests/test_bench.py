@@ -8,12 +8,14 @@ import http.server
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from bench import profile, report, wrk
-from bench.run import PUSH, direct_body, gateway_ini, sample_push
+from bench.measure import PUSH, Gateways, direct_body, sample_push
 from brigade_crgw import registries
+from devtools import gateway
 
 # A report as wrk 4.1 prints it with --latency, errors included.
 REPORT = """\
@@ -129,11 +131,33 @@ def test_sample_push_has_the_size_and_direct_body_is_the_gateways_secret() -> No
 def test_gateway_ini_keeps_the_shipped_defaults() -> None:
     """The bench's gateway runs the shipped ini with only the port,
     namespace, kubeconfig (and a raised body limit when asked) changed."""
-    text = gateway_ini(4321, "ns", __import__("pathlib").Path("/k"), 786432)
+    sections = gateway.settings_for(
+        4321,
+        "ns",
+        Path("/k"),
+        {"server": {"max_body_bytes": 786432}},
+        base=gateway.shipped_settings(),
+    )
+    text = gateway.ini_text(sections)
     assert "listen = tcp:4321:interface=127.0.0.1" in text
     assert "max_body_bytes = 786432" in text and "threads = 8" in text
     assert "max_in_flight = 64" in text and "namespace = ns" in text
-    assert "path = /spool-4321.sqlite" in text
+    assert "kubeconfig = /k" in text
+
+
+def test_bench_gateways_get_their_own_spool_and_the_experiment(tmp_path: Path) -> None:
+    """Each bench gateway has a spool file of its own under the bench's
+    directory, a raised body limit only for bodies above the shipped one,
+    and the --set overrides; a key the shipped ini lacks is refused."""
+    gateways = Gateways.create(tmp_path, [(("kubernetes", "threads"), "32")], None)
+    assert gateways.pool == 32 and gateways.described() == ["[kubernetes] threads = 32"]
+    small = gateways.settings(1024)
+    assert "server" not in small and small["kubernetes"] == {"threads": "32"}
+    spool = small["spool"]["path"]
+    assert isinstance(spool, Path) and spool.parent == tmp_path
+    assert gateways.settings(gateways.shipped_max_body + 1)["server"]["max_body_bytes"] == 786432
+    with pytest.raises(wrk.BenchError, match="no such key"):
+        Gateways.create(tmp_path, [(("kubernetes", "thread"), "32")], None)
 
 
 def _row(gateway_rate: int, p99: float, rss: float, connections: int | None) -> report.Row:
@@ -142,7 +166,18 @@ def _row(gateway_rate: int, p99: float, rss: float, connections: int | None) -> 
     )
     gateway = wrk.WrkResult(gateway_rate * 5, 5.0, 0, dict(direct.socket_errors), 12.0, 30.0, p99)
     return report.Row(
-        "pinned", "1k", 32, direct, 1000, gateway, gateway_rate * 5 + 3, rss, 500.0, connections, 8
+        layout="pinned",
+        body="1k",
+        concurrency=32,
+        direct=report.Run(wrk=direct, secrets=1000),
+        gateway=report.GatewayRun(
+            wrk=gateway,
+            secrets=gateway_rate * 5 + 3,
+            cpu_ms=500.0,
+            rss_mib=rss,
+            connections=connections,
+        ),
+        pool=8,
     )
 
 
@@ -167,15 +202,18 @@ def test_document_holds_machine_table_targets_and_profile() -> None:
     """docs/performance.md names the machine, explains the method and holds
     the table, the targets and the profile."""
     row = _row(180, 55.0, 70.0, 8)
-    text = report.document(
-        {"nproc": "2", "load average at start (1, 5, 15 min)": "7.1, 6.0, 5.5"},
-        [row],
+    method = report.Method(
         pool=8,
         shipped_max_body=262144,
         raised_max_body=786432,
         duration=5,
         warm_up=1,
         counted=True,
+    )
+    text = report.document(
+        {"nproc": "2", "load average at start (1, 5, 15 min)": "7.1, 6.0, 5.5"},
+        [row],
+        method,
         profile="- 26% TLS handshakes\n",
     )
     assert "- nproc: 2" in text and "7.1, 6.0, 5.5" in text

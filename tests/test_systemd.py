@@ -29,7 +29,7 @@ import pytest
 
 import devtools.kubectl
 from brigade_crgw.brigade import project_id
-from devtools import ROOT, rootfs
+from devtools import ROOT, debian, rootfs
 from devtools.gateway import Answer, exchange, free_port
 from devtools.outage import FORWARD, HANG, Proxy, proxied_kubeconfig
 from devtools.plane import PlaneError
@@ -140,8 +140,8 @@ def site(
         if not shutil.which(tool):
             pytest.fail(f"{tool} is needed (see .ci/run)", pytrace=False)
     try:
-        tree, wheels = rootfs.rootfs(), rootfs.wheels()
-    except rootfs.RootfsError as e:
+        tree, wheels = rootfs.rootfs(), debian.wheels("rootfs")
+    except debian.DebianError as e:
         pytest.fail(f"the rootfs could not be built: {e}", pytrace=False)
     try:
         kubectl = devtools.kubectl.kubectl()
