@@ -42,16 +42,51 @@ def project_id(name: str) -> str:
     return "brigade-" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:54]
 
 
+# The keys of a project Secret that belong to this gateway (the rest are
+# Brigade's: defaultScript, cloneURL, repository...).
+TAGS_KEY = "crGatewayTags"
+ONE_BUILD_PER_DIGEST_KEY = "crGatewayOneBuildPerDigest"
+PULL_SECRET_KEY = "crGatewayPullSecret"  # noqa: S105 (a key name, not a secret)
+
+
 @attr.s(frozen=True, auto_attribs=True)
 class Project:
     """A project as the gateway sees it: its ID, its name and its decoded data.
 
     ``data`` holds secrets (``sharedSecret``, tokens, ...): never log it.
+    What the gateway reads of it, it reads through the properties below
+    (the tokens through ``[auth] token_keys``, which name their keys).
     """
 
     id: str
     name: str
     data: Mapping[str, str] = attr.ib(repr=False)
+
+    @property
+    def script(self) -> str:
+        """``defaultScript``: the ``brigade.js`` a build runs unless its commit has one."""
+        return self.data.get("defaultScript", "")
+
+    @property
+    def clone_url(self) -> str:
+        return self.data.get("cloneURL", "")
+
+    @property
+    def tag_patterns(self) -> tuple[str, ...]:
+        """``crGatewayTags``: the shell globs (``!`` to exclude) of the tags
+        that make builds; empty when every tag does."""
+        return tuple(self.data.get(TAGS_KEY, "").split())
+
+    @property
+    def one_build_per_digest(self) -> bool:
+        """``crGatewayOneBuildPerDigest``: pushes of one digest share one build."""
+        return self.data.get(ONE_BUILD_PER_DIGEST_KEY, "").strip().lower() == "true"
+
+    @property
+    def pull_secret(self) -> str:
+        """``crGatewayPullSecret``: the Secret holding the project's registry
+        credentials, or ``""``."""
+        return self.data.get(PULL_SECRET_KEY, "").strip()
 
     @classmethod
     def from_secret(cls, name: str, secret: Mapping[str, object]) -> Project | None:
@@ -89,25 +124,38 @@ def ulid(milliseconds: int, randomness: bytes) -> str:
     return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
-def build_id(project: Project, event: ImageEvent, commit: str = "") -> str:
-    """A build ID for ``event``: random, unless the event has an identity.
+def build_id(
+    project: Project, event: ImageEvent, commit: str = "", facts: ImageFacts | None = None
+) -> str:
+    """The build ID for ``event``: random, unless the event has an identity
+    or the project builds once per digest.
 
-    A redelivered event (same delivery identity) gets the same ID, so its
-    Secret name is taken and no second build is made: the time part comes
-    from the event's own timestamp, the rest from a hash of the project, the
-    identity, the tag, the digest and the commit-ish (two webhooks of one
-    registry that name different commits are two builds, not a redelivery).
+    Under ``crGatewayOneBuildPerDigest``, every push of one digest (the
+    event's, else the one a lookup found in ``facts``) gets the same ID,
+    with a zero time part: it must not depend on when, or under which tag,
+    the digest arrives.
+
+    Otherwise a redelivered event (same delivery identity) gets the same
+    ID, so its Secret name is taken and no second build is made: the time
+    part comes from the event's own timestamp, the rest from a hash of the
+    project, the identity, the tag, the digest and the commit-ish (two
+    webhooks of one registry that name different commits are two builds,
+    not a redelivery).
     """
+    digest = event.digest or (facts.digest if facts else "")
+    if project.one_build_per_digest and digest:
+        hashed = hashlib.sha256(f"{project.id}\0digest\0{digest}".encode()).digest()
+        return ulid(0, hashed[:10])
     if not event.delivery_id:
         return ulid(int(time.time() * 1000), os.urandom(10))
     when = int(event.timestamp.timestamp() * 1000) if event.timestamp else 0
     when = min(max(when, 0), (1 << 48) - 1)
     # The digest too: a sender that reuses an id for another image (as the
     # registries' own documentation examples do) still gets a build for it.
-    digest = hashlib.sha256(
+    hashed = hashlib.sha256(
         "\0".join((project.id, event.delivery_id, event.tag, event.digest, commit)).encode()
     ).digest()
-    return ulid(when, digest[:10])
+    return ulid(when, hashed[:10])
 
 
 def short_digest(digest: str) -> str:
@@ -204,14 +252,14 @@ def build_secret(
     """
     name = f"brigade-worker-{build}"
     data: dict[str, str | bytes] = {
-        "script": project.data.get("defaultScript", ""),
+        "script": project.script,
         "config": "",
         "payload": event.payload if payload is None else payload,
         "build_id": name,
         "build_name": name,
         "short_title": short_title(event, facts),
         "long_title": long_title(event, facts),
-        "clone_url": project.data.get("cloneURL", ""),
+        "clone_url": project.clone_url,
         "commit_id": commit_id(commit, facts),
         "commit_ref": commit,
         "event_provider": event.registry,

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import attr
 
 from . import events
+from .brigade import is_secret_name
 
 ALWAYS = "always"
 WHEN_CONFIGURED = "when-configured"
@@ -27,10 +28,6 @@ WHEN_CONFIGURED = "when-configured"
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # A Secret data key.
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
-# A Secret name (a DNS-1123 subdomain).
-_SECRET_NAME = re.compile(
-    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-)
 
 
 # A Secret's data may not exceed 1 MiB in all; the payload shares it with the
@@ -178,7 +175,7 @@ def _endpoints(key: str, text: str) -> tuple[tuple[str, str], ...]:
 
 
 def _secret_name(key: str, text: str) -> str:
-    if text and not _SECRET_NAME.match(text):
+    if text and not is_secret_name(text):
         raise ConfigError(f"{key}: {text!r} is not a Secret name")
     return text
 

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from brigade_crgw import brigade
+from brigade_crgw.events import ImageFacts
 from devtools.projects import decoded, project_secret
 
 from .helpers import acme_project, push_event
@@ -95,6 +96,56 @@ def test_build_id_from_identity_is_stable() -> None:
     assert first != brigade.build_id(project, attr.evolve(event, digest="sha256:1"))
     other = brigade.Project.from_secret("brigade-other", project_secret("other/app"))
     assert other is not None and first != brigade.build_id(other, event)
+
+
+def test_project_accessors() -> None:
+    """The gateway's keys of a project Secret read through Project: tag
+    patterns split on white space, one build per digest only for "true",
+    the pull secret trimmed, and empty defaults."""
+    project = acme_project(
+        crGatewayTags="v*  !*-rc*\n",
+        crGatewayOneBuildPerDigest=" True ",
+        crGatewayPullSecret=" regcred\n",
+        defaultScript="console.log(1)",
+        cloneURL="https://example.com/acme/app.git",
+    )
+    assert project.tag_patterns == ("v*", "!*-rc*")
+    assert project.one_build_per_digest and project.pull_secret == "regcred"
+    assert (project.script, project.clone_url) == (
+        "console.log(1)",
+        "https://example.com/acme/app.git",
+    )
+    bare = acme_project()
+    assert bare.tag_patterns == () and not bare.one_build_per_digest
+    assert bare.pull_secret == ""
+    assert brigade.Project("brigade-x", "x", {"repository": "x"}).script == ""
+    assert not acme_project(crGatewayOneBuildPerDigest="yes please").one_build_per_digest
+
+
+def test_one_build_per_digest_id() -> None:
+    """Under crGatewayOneBuildPerDigest one project and digest (the event's
+    or the lookup's) always give the same ID, whatever the tag, delivery or
+    time; another digest or project does not; without a digest the ID is
+    the event's own."""
+    digest = "sha256:" + "ab" * 32
+    project = acme_project(crGatewayOneBuildPerDigest="true")
+    event = push_event(
+        digest=digest, delivery_id="evt-1", timestamp=datetime(2024, 1, 1, tzinfo=UTC)
+    )
+    first = brigade.build_id(project, event)
+    assert ULID.match(first) and first.startswith("0000000000")
+    again = attr.evolve(event, tag="v2", delivery_id="evt-2", timestamp=None)
+    assert first == brigade.build_id(project, again, "main")
+    facts = ImageFacts(digest, "", (), {})
+    assert first == brigade.build_id(project, attr.evolve(event, digest=""), "", facts)
+    assert first != brigade.build_id(project, attr.evolve(event, digest="sha256:" + "cd" * 32))
+    other = brigade.Project("brigade-other", "other", {"repository": "x"})
+    assert first != brigade.build_id(
+        attr.evolve(other, data={**other.data, "crGatewayOneBuildPerDigest": "true"}), event
+    )
+    plain = attr.evolve(event, digest="")
+    assert brigade.build_id(project, plain) == brigade.build_id(acme_project(), plain)
+    assert brigade.build_id(acme_project(), event) != first
 
 
 def test_build_secret_fields() -> None:

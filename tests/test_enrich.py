@@ -74,21 +74,6 @@ def test_tag_filters() -> None:
     assert enrich.tag_refusal("V1", ("v*",)) != ""  # tags are case-sensitive
     assert enrich.tag_refusal("anything", ()) == ""
     assert enrich.tag_refusal("main", ("!dev*",)) == ""  # only excludes: the rest pass
-    assert enrich.tag_patterns(acme_project(crGatewayTags="v*  !*-rc*\n")) == ("v*", "!*-rc*")
-
-
-def test_one_build_per_digest_id() -> None:
-    """One project and digest always give the same valid build ID; another digest or project not."""
-    project = acme_project(crGatewayOneBuildPerDigest="true")
-    first = enrich.digest_build_id(project, DIGEST)
-    assert first == enrich.digest_build_id(project, DIGEST)
-    assert first != enrich.digest_build_id(project, "sha256:" + "cd" * 32)
-    other = brigade.Project("brigade-other", "other", {"repository": "x"})
-    assert first != enrich.digest_build_id(other, DIGEST)
-    assert len(first) == 26
-    assert enrich.one_build_per_digest(project)
-    assert not enrich.one_build_per_digest(acme_project())
-    assert not enrich.one_build_per_digest(acme_project(crGatewayOneBuildPerDigest="yes please"))
 
 
 def test_normalised_shape_is_fixed() -> None:

@@ -1,32 +1,24 @@
 """What a project asks of its pushes, and what its script is shown of them.
 
-Pure functions, no I/O: the per-project filters read from the project
-Secret (``crGatewayTags``, ``crGatewayOneBuildPerDigest``), and the
-``brigade_crgw`` key that ``[gateway] annotate_payload`` adds to a payload.
+Pure functions, no I/O: the project's tag filter (``crGatewayTags``), the
+``brigade_crgw`` key that ``[gateway] annotate_payload`` adds to a payload,
+and the build Secrets (made by :mod:`brigade_crgw.brigade`) with what the
+lookups found.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import Any
 
 from .. import brigade
-from ..brigade import Project, ulid
+from ..brigade import Project
 from ..events import ImageEvent, ImageFacts
 from ..lookups.outcomes import Result
 
-TAGS_KEY = "crGatewayTags"
-ONE_BUILD_PER_DIGEST_KEY = "crGatewayOneBuildPerDigest"
-PULL_SECRET_KEY = "crGatewayPullSecret"  # noqa: S105 (a key name, not a secret)
 ANNOTATION_KEY = "brigade_crgw"
-
-
-def tag_patterns(project: Project) -> tuple[str, ...]:
-    """The project's ``crGatewayTags`` patterns; empty when it has none."""
-    return tuple(project.data.get(TAGS_KEY, "").split())
 
 
 def tag_refusal(tag: str, patterns: Sequence[str]) -> str:
@@ -50,21 +42,6 @@ def tag_refusal(tag: str, patterns: Sequence[str]) -> str:
     if includes and not any(fnmatchcase(tag, p) for p in includes):
         return f"tag {tag!r} matches no crGatewayTags pattern ({shown})"
     return ""
-
-
-def one_build_per_digest(project: Project) -> bool:
-    """Whether the project asked for one build per digest."""
-    return project.data.get(ONE_BUILD_PER_DIGEST_KEY, "").strip().lower() == "true"
-
-
-def digest_build_id(project: Project, digest: str) -> str:
-    """The one build ID a project's pushes of ``digest`` share.
-
-    Its time part is zero: it must not depend on when, or under which tag,
-    the digest arrives.
-    """
-    hashed = hashlib.sha256(f"{project.id}\0digest\0{digest}".encode()).digest()
-    return ulid(0, hashed[:10])
 
 
 def normalised(event: ImageEvent, facts: ImageFacts | None, lookup: str) -> dict[str, Any]:
@@ -116,7 +93,7 @@ def filter_tags(
 ) -> tuple[list[ImageEvent], list[str]]:
     """The events the project's ``crGatewayTags`` let through, and why the
     others were left out."""
-    patterns = tag_patterns(project)
+    patterns = project.tag_patterns
     kept, reasons = [], []
     for event in events:
         reason = tag_refusal(event.tag, patterns)
@@ -140,16 +117,11 @@ def build_secrets(
     :returns: one Secret per distinct build: under
         ``crGatewayOneBuildPerDigest`` pushes of one digest share one.
     """
-    per_digest = one_build_per_digest(project)
     secrets: dict[str, dict[str, object]] = {}
     for i, event in enumerate(events):
         result = results[i] if results is not None else None
         facts = result.facts if result is not None else None
-        digest = event.digest or (facts.digest if facts else "")
-        if per_digest and digest:
-            build = digest_build_id(project, digest)
-        else:
-            build = brigade.build_id(project, event, commit)
+        build = brigade.build_id(project, event, commit, facts)
         payload = None
         if annotate_payload:
             outcome = result.outcome if result is not None else "off"

@@ -29,7 +29,6 @@ from ..lookups.client import RegistryClient
 from ..lookups.credentials import Credential, read_dockerconfigjson
 from ..lookups.outcomes import Result
 from ..lookups.references import usable_reference
-from .enrich import PULL_SECRET_KEY
 
 log = Logger()
 
@@ -84,7 +83,7 @@ class ImageLookup:
     def _credentials(self, project: Project) -> dict[str, Credential]:
         """The credentials of the project's pull secret, by host; none when it
         names none, or its Secret cannot be read (logged)."""
-        name = project.data.get(PULL_SECRET_KEY, "").strip() or self.pull_secret
+        name = project.pull_secret or self.pull_secret
         if not name:
             return {}
         try:
