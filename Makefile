@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-SOURCES := setup.py $(shell find brigade_crgw twisted -name '*.py' 2>/dev/null)
+SOURCES := setup.py $(shell find brigade_crgw twisted -name '*.py' -o -name '*.json' 2>/dev/null)
 
 .PHONY: venv run test test-fast lint bench plane-up plane-down image helm chart docs clean
 

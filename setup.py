@@ -10,6 +10,7 @@ setup(
     python_requires=">=3.11",
     packages=[
         "brigade_crgw",
+        "brigade_crgw.cli",
         "brigade_crgw.delivery",
         "brigade_crgw.http",
         "brigade_crgw.kubernetes",
@@ -17,7 +18,13 @@ setup(
         "brigade_crgw.registries",
         "twisted.plugins",
     ],
-    package_data={"twisted": ["plugins/brigade_crgw_plugin.py"]},
+    package_data={
+        "twisted": ["plugins/brigade_crgw_plugin.py"],
+        # The sample push of each registry, which brigade-crgw send posts.
+        "brigade_crgw.registries": ["samples/*.json"],
+    },
+    # The operator's command, beside the twistd plugin of the same name.
+    entry_points={"console_scripts": ["brigade-crgw = brigade_crgw.cli:main"]},
     install_requires=[
         "twisted[tls]>=24.7",  # [tls]: pyOpenSSL and service_identity, for listen = ssl:…
         "klein>=24.8",

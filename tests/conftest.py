@@ -34,6 +34,13 @@ class Cluster:
     def core(self) -> client.CoreV1Api:
         return client.CoreV1Api(self.api)
 
+    @property
+    def admin_kubeconfig(self) -> Path:
+        """The admin's kubeconfig file, as an operator's tools take it."""
+        if self.local is not None:
+            return self.local.admin_kubeconfig
+        return Path(os.environ["BRIGADE_CRGW_TEST_KUBECONFIG"])
+
 
 @attr.s(frozen=True, auto_attribs=True)
 class Namespace:

@@ -203,3 +203,37 @@ def authorise(policy: Policy, data: Mapping[str, str] | None, presented: Present
     if method is None:
         raise Unauthorized(INVALID)
     return method
+
+
+#: Every way a sender can prove a token: what :func:`matches` returns.
+METHODS = (
+    "query-token",
+    "bearer",
+    "basic",
+    "jfrog-token",
+    *(method for method, _, _, _ in _SIGNATURES),
+)
+
+
+def present(method: str, token: str, body: bytes) -> tuple[dict[str, str], str | None]:
+    """How a sender proves ``token`` by ``method`` (one of :data:`METHODS`):
+    the headers to send and the ``?token=`` value (or None).  The inverse
+    of :func:`matches`, for ``brigade-crgw send``.
+
+    :raises ValueError: for an unknown method.
+    """
+    if method == "query-token":
+        return {}, token
+    if method == "bearer":
+        return {"Authorization": f"Bearer {token}"}, None
+    if method == "basic":
+        pair = base64.b64encode(f"brigade-crgw:{token}".encode()).decode("ascii")
+        return {"Authorization": f"Basic {pair}"}, None
+    if method == "jfrog-token":
+        return {"X-JFrog-Event-Auth": token}, None
+    for name, header, _, sign in _SIGNATURES:
+        if name == method:
+            digest = sign(token.encode("utf-8"), body).hex()
+            prefix = "sha256=" if method in ("github-signature", "signature") else ""
+            return {header: prefix + digest}, None
+    raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")

@@ -10,6 +10,7 @@ import attr
 from brigade_crgw.events import ImageEvent
 from brigade_crgw.registries._cloudevent import CloudEvent
 from brigade_crgw.registries._common import Delivery, Headers
+from brigade_crgw.registries._setup import Setup
 
 #: Reads a parsed body in a registry's own format: ``(doc, body, headers)``.
 Decoder = Callable[[object, bytes, Headers], Delivery]
@@ -28,6 +29,8 @@ class Registry:
 
     :param name: what ``?registry=`` names, and every event's ``registry``
         (``acr``, ``harbor``...).
+    :param setup: how an operator points the registry at the gateway, and
+        its sample push (``brigade-crgw url`` and ``send``, the docs' page).
     :param decode: reads a body in the registry's own format; ``None`` for a
         registry that only speaks CloudEvents.
     :param looks_like: whether a parsed body has this registry's shape.
@@ -43,6 +46,7 @@ class Registry:
     """
 
     name: str
+    setup: Setup
     decode: Decoder | None = None
     looks_like: Callable[[object], bool] = never
     header_hint: Callable[[object, Headers], bool] = never

@@ -29,6 +29,7 @@ from brigade_crgw.registries._common import (
     word,
 )
 from brigade_crgw.registries._registry import Registry
+from brigade_crgw.registries._setup import Setup
 
 NAME = "acr"
 
@@ -172,8 +173,34 @@ def _event(
     )
 
 
+SETUP = Setup(
+    title="Azure Container Registry",
+    where="the registry's Webhooks page in the Azure portal, or az acr webhook create",
+    url="<url>",
+    placement="in a custom header, Authorization: Bearer <token>",
+    events="push (delete, chart_push and chart_delete make builds only when "
+    "[gateway] event_types lists them)",
+    content_type="application/json, which ACR sends",
+    auth="bearer",
+    command="az acr webhook create --registry <registry> --name brigade \\\n"
+    '  --uri "<url>" --actions push \\\n'
+    '  --headers "Authorization=Bearer <token>"',
+    language="shell",
+    notes=(
+        "Through Event Grid instead: an event subscription on the registry with "
+        "endpoint type Web Hook, endpoint <token-url>, event type "
+        "Microsoft.ContainerRegistry.ImagePushed, in the Event Grid or the "
+        "CloudEvents 1.0 schema. The gateway answers the subscription's "
+        "validation itself.",
+    ),
+    sample="acr.json",
+    headers={"Content-Type": "application/json", "User-Agent": "AzureContainerRegistry/1.0"},
+)
+
+
 REGISTRY = Registry(
     name=NAME,
+    setup=SETUP,
     decode=decode,
     looks_like=looks_like,
     header_hint=sent_by_acr,

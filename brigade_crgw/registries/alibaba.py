@@ -11,6 +11,7 @@ from __future__ import annotations
 from brigade_crgw.events import IMAGE_PUSH, ImageEvent
 from brigade_crgw.registries._common import Delivery, Headers, Obj, PayloadError, join, timestamp
 from brigade_crgw.registries._registry import Registry
+from brigade_crgw.registries._setup import Setup
 
 NAME = "alibaba"
 
@@ -55,4 +56,17 @@ def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
     return Delivery(NAME, (event,))
 
 
-REGISTRY = Registry(name=NAME, decode=decode, looks_like=looks_like)
+SETUP = Setup(
+    title="Alibaba Cloud Container Registry",
+    where="the repository's Triggers tab: Create, with the trigger URL",
+    url="<token-url>",
+    placement="in the URL (?token=)",
+    events="All tags, or the tags (or a regular expression) that should make builds",
+    content_type="application/json, which the registry sends",
+    auth="query-token",
+    sample="alibaba.json",
+    headers={"Content-Type": "application/json"},
+)
+
+
+REGISTRY = Registry(name=NAME, setup=SETUP, decode=decode, looks_like=looks_like)

@@ -20,6 +20,7 @@ from brigade_crgw.events import CHART_DELETE, CHART_PUSH, IMAGE_DELETE, IMAGE_PU
 from brigade_crgw.registries._cloudevent import CloudEvent, looks_structured
 from brigade_crgw.registries._common import Headers, Obj, media_type, split_reference, word
 from brigade_crgw.registries._registry import Registry
+from brigade_crgw.registries._setup import Setup
 
 NAME = "cloudevents"
 
@@ -91,8 +92,32 @@ def _event(ce: CloudEvent) -> ImageEvent:
 
 
 # It claims no type of its own: it reads the CloudEvents no registry claims.
+SETUP = Setup(
+    title="Any CloudEvents source (Zot...)",
+    where="the source's HTTP sink; for Zot, extensions.events in its configuration",
+    url="<url>",
+    placement="Authorization: Bearer <token> (Zot: credentials.token), or the URL "
+    "<token-url>; Basic credentials with the token as the password work too",
+    events="image pushes: a type whose words say push, or image, artifact, manifest "
+    "or tag with updated, created, uploaded or published",
+    content_type="CloudEvents in binary mode, or structured (application/cloudevents+json)",
+    auth="bearer",
+    command='"extensions": {\n'
+    '  "events": {\n'
+    '    "enable": true,\n'
+    '    "sinks": [{"type": "http", "address": "<url>", "timeout": "5s",\n'
+    '               "credentials": {"token": "<token>"}}]\n'
+    "  }\n"
+    "}",
+    language="json",
+    sample="cloudevents.json",
+    headers={"Content-Type": "application/cloudevents+json"},
+)
+
+
 REGISTRY = Registry(
     name=NAME,
+    setup=SETUP,
     looks_like=looks_structured,
     header_hint=sent_as_cloudevents,
     from_cloudevent=from_cloudevent,

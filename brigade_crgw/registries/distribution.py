@@ -22,6 +22,7 @@ from brigade_crgw.registries._common import (
     word,
 )
 from brigade_crgw.registries._registry import Registry
+from brigade_crgw.registries._setup import Setup
 
 NAME = "distribution"
 
@@ -126,6 +127,34 @@ def _action(action: str, target: Obj) -> str:
     return word(action)
 
 
+SETUP = Setup(
+    title="CNCF Distribution (registry:2, registry:3, GitLab's container registry)",
+    where="the notifications section of the registry's configuration file "
+    "(config.yml); restart the registry after changing it",
+    url="<url>",
+    placement="in the endpoint's headers: Authorization: [Bearer <token>]",
+    events="none to choose: every push, pull and delete is sent; only a manifest "
+    "push makes a build (ignoring pulls saves the traffic)",
+    content_type="application/vnd.docker.distribution.events.v1+json "
+    "(v2+json from 3.0), which the registry sends",
+    auth="bearer",
+    command="notifications:\n"
+    "  endpoints:\n"
+    "    - name: brigade\n"
+    "      url: <url>\n"
+    "      headers:\n"
+    "        Authorization: [Bearer <token>]\n"
+    "      timeout: 5s\n"
+    "      threshold: 5\n"
+    "      backoff: 10s\n"
+    "      ignore:\n"
+    "        actions: [pull]",
+    language="yaml",
+    sample="distribution.json",
+    headers={"Content-Type": "application/vnd.docker.distribution.events.v2+json"},
+)
+
+
 REGISTRY = Registry(
-    name=NAME, decode=decode, looks_like=looks_like, header_hint=sent_as_distribution
+    name=NAME, setup=SETUP, decode=decode, looks_like=looks_like, header_hint=sent_as_distribution
 )

@@ -18,6 +18,7 @@ from brigade_crgw.registries._common import (
     timestamp,
 )
 from brigade_crgw.registries._registry import Registry
+from brigade_crgw.registries._setup import Setup
 
 NAME = "dockerhub"
 HOST = "docker.io"
@@ -73,4 +74,17 @@ def _stamp(value: object) -> str:
     return ""
 
 
-REGISTRY = Registry(name=NAME, decode=decode, looks_like=looks_like)
+SETUP = Setup(
+    title="Docker Hub",
+    where="the repository's Webhooks tab: a webhook name, and the webhook URL",
+    url="<token-url>",
+    placement="in the URL (?token=): Docker Hub sends no custom header and signs nothing",
+    events="none to choose: Docker Hub sends every push to the repository",
+    content_type="application/json, which Docker Hub sends",
+    auth="query-token",
+    sample="dockerhub.json",
+    headers={"Content-Type": "application/json"},
+)
+
+
+REGISTRY = Registry(name=NAME, setup=SETUP, decode=decode, looks_like=looks_like)

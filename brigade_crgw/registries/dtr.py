@@ -20,6 +20,7 @@ from brigade_crgw.registries._common import (
     word,
 )
 from brigade_crgw.registries._registry import Registry
+from brigade_crgw.registries._setup import Setup
 
 NAME = "dtr"
 
@@ -66,4 +67,21 @@ def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
     return Delivery(NAME, (event,))
 
 
-REGISTRY = Registry(name=NAME, decode=decode, looks_like=looks_like)
+SETUP = Setup(
+    title="Mirantis Secure Registry (Docker Trusted Registry)",
+    where="the repository's Webhooks tab: New Webhook",
+    url="<token-url>",
+    placement="in the URL (?token=)",
+    events="Tag pushed to repository (TAG_PUSH)",
+    content_type="application/json, which the registry sends",
+    auth="query-token",
+    command="curl -u '<user>:<access token>' -X POST 'https://<msr>/api/v0/webhooks' \\\n"
+    "  -H 'Content-Type: application/json' -d '{\n"
+    '    "type": "TAG_PUSH", "key": "<namespace>/<repository>", "endpoint": "<token-url>"}\'',
+    language="shell",
+    sample="dtr.json",
+    headers={"Content-Type": "application/json"},
+)
+
+
+REGISTRY = Registry(name=NAME, setup=SETUP, decode=decode, looks_like=looks_like)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from brigade_crgw.events import IMAGE_DELETE, IMAGE_PUSH, ImageEvent
 from brigade_crgw.registries._common import Delivery, Headers, Obj, PayloadError, timestamp, word
 from brigade_crgw.registries._registry import Registry
+from brigade_crgw.registries._setup import Setup
 
 NAME = "ecr"
 
@@ -63,4 +64,34 @@ def _action(detail_type: str, detail: Obj) -> str:
     return word(f"{action}_{result}")  # e.g. push_failure: no image to build
 
 
-REGISTRY = Registry(name=NAME, decode=decode, looks_like=looks_like)
+SETUP = Setup(
+    title="Amazon ECR",
+    where="an EventBridge rule on ECR's image actions, whose target is an API destination",
+    url="<url>",
+    placement="in the API destination's connection: API key, header Authorization, "
+    "value Bearer <token>",
+    events="source aws.ecr, detail-type ECR Image Action, action-type PUSH, result SUCCESS",
+    content_type="application/json, which EventBridge sends",
+    auth="bearer",
+    command="aws events create-connection --name brigade --authorization-type API_KEY \\\n"
+    '  --auth-parameters \'{"ApiKeyAuthParameters": {"ApiKeyName": "Authorization",\n'
+    '                       "ApiKeyValue": "Bearer <token>"}}\'\n'
+    "aws events create-api-destination --name brigade \\\n"
+    "  --connection-arn <connection ARN> \\\n"
+    "  --invocation-endpoint '<url>' --http-method POST\n"
+    "aws events put-rule --name brigade-ecr-push --event-pattern '{\n"
+    '    "source": ["aws.ecr"], "detail-type": ["ECR Image Action"],\n'
+    '    "detail": {"action-type": ["PUSH"], "result": ["SUCCESS"]}}\'\n'
+    "aws events put-targets --rule brigade-ecr-push \\\n"
+    "  --targets 'Id=brigade,Arn=<API destination ARN>,RoleArn=<role ARN>'",
+    language="shell",
+    notes=("The role must allow events:InvokeApiDestination on the API destination.",),
+    sample="ecr.json",
+    headers={
+        "Content-Type": "application/json",
+        "User-Agent": "Amazon/EventBridge/ApiDestinations",
+    },
+)
+
+
+REGISTRY = Registry(name=NAME, setup=SETUP, decode=decode, looks_like=looks_like)

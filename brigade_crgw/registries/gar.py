@@ -26,6 +26,7 @@ from brigade_crgw.registries._common import (
     word,
 )
 from brigade_crgw.registries._registry import Registry
+from brigade_crgw.registries._setup import Setup
 
 NAME = "gar"
 
@@ -93,4 +94,24 @@ def _unwrap(data: str) -> object:
     return parse_json(raw, "message.data")
 
 
-REGISTRY = Registry(name=NAME, decode=decode, looks_like=looks_like, header_hint=sent_by_pubsub)
+SETUP = Setup(
+    title="Google Artifact Registry and Container Registry",
+    where="a Pub/Sub push subscription to the topic gcr of the registry's Google Cloud project",
+    url="<token-url>",
+    placement="in the URL (?token=): a push subscription sends no custom header",
+    events="none to choose: every message on the topic gcr (INSERT makes a build; "
+    "DELETE only when [gateway] event_types lists image_delete)",
+    content_type="application/json, the Pub/Sub push envelope (payload unwrapping works too)",
+    auth="query-token",
+    command="gcloud pubsub topics create gcr --project=<gcp project>  # if it is not there yet\n"
+    "gcloud pubsub subscriptions create brigade --project=<gcp project> \\\n"
+    "  --topic=gcr --push-endpoint='<token-url>'",
+    language="shell",
+    sample="gar.json",
+    headers={"Content-Type": "application/json"},
+)
+
+
+REGISTRY = Registry(
+    name=NAME, setup=SETUP, decode=decode, looks_like=looks_like, header_hint=sent_by_pubsub
+)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from brigade_crgw.events import IMAGE_PUSH, ImageEvent
 from brigade_crgw.registries._common import Delivery, Headers, Obj
 from brigade_crgw.registries._registry import Registry
+from brigade_crgw.registries._setup import Setup
 
 NAME = "generic"
 
@@ -44,4 +45,22 @@ def _repository(doc: object) -> str:
     return ""
 
 
-REGISTRY = Registry(name=NAME, decode=decode, looks_like=anything)
+SETUP = Setup(
+    title="Any other sender",
+    where="the sender's webhook or HTTP call",
+    url="<url>",
+    placement="Authorization: Bearer <token>, or the URL <token-url>; to sign instead, "
+    "X-Signature: sha256=<hex HMAC-SHA256 of the body, keyed with the token>",
+    events="any JSON object or array that no registry module recognises makes one "
+    "image_push (refused with 422 under [gateway] strict = true)",
+    content_type="application/json",
+    auth="bearer",
+    command="curl -X POST '<url>' -H 'Authorization: Bearer <token>' \\\n"
+    '  -H \'Content-Type: application/json\' -d \'{"repository": "acme/app", "tag": "v1"}\'',
+    language="shell",
+    sample="generic.json",
+    headers={"Content-Type": "application/json"},
+)
+
+
+REGISTRY = Registry(name=NAME, setup=SETUP, decode=decode, looks_like=anything)

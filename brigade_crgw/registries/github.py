@@ -30,6 +30,7 @@ from brigade_crgw.registries._common import (
     word,
 )
 from brigade_crgw.registries._registry import Registry
+from brigade_crgw.registries._setup import Setup
 
 NAME = "github"
 GHCR = "ghcr.io"
@@ -169,4 +170,30 @@ def _when(*values: object) -> datetime | None:
     return None
 
 
-REGISTRY = Registry(name=NAME, decode=decode, looks_like=looks_like, header_hint=sent_by_github)
+SETUP = Setup(
+    title="GitHub Packages (ghcr.io)",
+    where="the repository's or organisation's Settings, Webhooks, Add webhook",
+    url="<url>",
+    placement="Secret: <token> (GitHub signs each body with it: X-Hub-Signature-256)",
+    events="Let me select individual events: Packages (or the older Registry packages)",
+    content_type="application/json (choose it: the form's default, "
+    "application/x-www-form-urlencoded, is refused with 415)",
+    auth="github-signature",
+    command="gh api --method POST repos/<owner>/<repository>/hooks \\\n"
+    "  -f name=web -F active=true -f 'events[]=package' \\\n"
+    "  -f 'config[url]=<url>' -f 'config[content_type]=json' \\\n"
+    "  -f 'config[secret]=<token>'",
+    language="shell",
+    sample="github.json",
+    headers={
+        "Content-Type": "application/json",
+        "User-Agent": "GitHub-Hookshot/044aadd",
+        "X-GitHub-Event": "package",
+        "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+    },
+)
+
+
+REGISTRY = Registry(
+    name=NAME, setup=SETUP, decode=decode, looks_like=looks_like, header_hint=sent_by_github
+)

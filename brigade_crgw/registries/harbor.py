@@ -24,6 +24,7 @@ from brigade_crgw.registries._common import (
     word,
 )
 from brigade_crgw.registries._registry import Registry
+from brigade_crgw.registries._setup import Setup
 
 NAME = "harbor"
 
@@ -188,8 +189,30 @@ def _harbor1(root: Obj, body: bytes) -> tuple[ImageEvent, ...]:
     )
 
 
+SETUP = Setup(
+    title="Harbor",
+    where="the Harbor project's Webhooks tab: New webhook, notify type http",
+    url="<url>",
+    placement="in Auth Header: Bearer <token>",
+    events="Artifact pushed (PUSH_ARTIFACT)",
+    content_type="application/json, with the payload format Default or CloudEvents",
+    auth="bearer",
+    command="curl -u '<harbor user>' -X POST \\\n"
+    "  'https://<harbor>/api/v2.0/projects/<harbor project>/webhook/policies' \\\n"
+    "  -H 'Content-Type: application/json' -d '{\n"
+    '    "name": "brigade", "enabled": true, "event_types": ["PUSH_ARTIFACT"],\n'
+    '    "targets": [{"type": "http", "address": "<url>",\n'
+    '                 "auth_header": "Bearer <token>", "skip_cert_verify": false,\n'
+    '                 "payload_format": "Default"}]}\'',
+    language="shell",
+    sample="harbor.json",
+    headers={"Content-Type": "application/json"},
+)
+
+
 REGISTRY = Registry(
     name=NAME,
+    setup=SETUP,
     decode=decode,
     looks_like=looks_like,
     cloudevent_types=is_harbor_type,

@@ -20,6 +20,7 @@ from brigade_crgw.registries._common import (
     word,
 )
 from brigade_crgw.registries._registry import Registry
+from brigade_crgw.registries._setup import Setup
 
 NAME = "jfrog"
 
@@ -72,4 +73,27 @@ def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
     return Delivery(NAME, (event,))
 
 
-REGISTRY = Registry(name=NAME, decode=decode, looks_like=looks_like, header_hint=signed_by_jfrog)
+SETUP = Setup(
+    title="JFrog Artifactory",
+    where="Administration, General, Webhooks: a new webhook with the event domain Docker",
+    url="<url>",
+    placement="Secret token: <token> (Artifactory sends it in X-JFrog-Event-Auth, or, "
+    "with Use secret for payload signing, signs each body with it; both work)",
+    events="Docker: Docker tag was pushed (pushed)",
+    content_type="application/json, which Artifactory sends",
+    auth="jfrog-token",
+    command="curl -u '<admin user>' -X POST 'https://<artifactory>/event/api/v1/subscriptions' \\\n"
+    "  -H 'Content-Type: application/json' -d '{\n"
+    '    "key": "brigade", "enabled": true,\n'
+    '    "event_filter": {"domain": "docker", "event_types": ["pushed"],\n'
+    '                     "criteria": {"anyLocal": true, "anyRemote": false, "repoKeys": []}},\n'
+    '    "handlers": [{"handler_type": "webhook", "url": "<url>", "secret": "<token>"}]}\'',
+    language="shell",
+    sample="jfrog.json",
+    headers={"Content-Type": "application/json"},
+)
+
+
+REGISTRY = Registry(
+    name=NAME, setup=SETUP, decode=decode, looks_like=looks_like, header_hint=signed_by_jfrog
+)

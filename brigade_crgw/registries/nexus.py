@@ -23,6 +23,7 @@ from brigade_crgw.registries._common import (
     word,
 )
 from brigade_crgw.registries._registry import Registry
+from brigade_crgw.registries._setup import Setup
 
 NAME = "nexus"
 
@@ -86,4 +87,25 @@ def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
     return Delivery(NAME, (event,))
 
 
-REGISTRY = Registry(name=NAME, decode=decode, looks_like=looks_like, header_hint=sent_by_nexus)
+SETUP = Setup(
+    title="Sonatype Nexus Repository 3",
+    where="Administration, System, Capabilities: Create capability, of type "
+    "Webhook: Repository, for the Docker repository",
+    url="<url>",
+    placement="Secret Key: <token> (Nexus signs each body with it: "
+    "X-Nexus-Webhook-Signature, HMAC-SHA1)",
+    events="Event Types: component",
+    content_type="application/json, which Nexus sends",
+    auth="nexus-signature",
+    sample="nexus.json",
+    headers={
+        "Content-Type": "application/json; charset=UTF-8",
+        "X-Nexus-Webhook-Id": "rm:repository:component",
+        "X-Nexus-Webhook-Delivery": "7f4a6dde-5c68-4999-bcc0-a62f3fb8ae48",
+    },
+)
+
+
+REGISTRY = Registry(
+    name=NAME, setup=SETUP, decode=decode, looks_like=looks_like, header_hint=sent_by_nexus
+)

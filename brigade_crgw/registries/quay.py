@@ -12,6 +12,7 @@ from __future__ import annotations
 from brigade_crgw.events import IMAGE_PUSH, ImageEvent
 from brigade_crgw.registries._common import Delivery, Headers, Obj, PayloadError, split_reference
 from brigade_crgw.registries._registry import Registry
+from brigade_crgw.registries._setup import Setup
 
 NAME = "quay"
 
@@ -63,4 +64,25 @@ def decode(doc: object, body: bytes, headers: Headers) -> Delivery:
     return Delivery(NAME, (event(action),))
 
 
-REGISTRY = Registry(name=NAME, decode=decode, looks_like=looks_like)
+SETUP = Setup(
+    title="Quay (quay.io, Red Hat Quay)",
+    where="the repository's Settings: Create Notification, when Push to Repository, "
+    "then issue a notification Webhook POST",
+    url="<token-url>",
+    placement="in the URL (?token=): Quay's webhook sends no custom header",
+    events="Push to Repository (repo_push)",
+    content_type="application/json, which Quay sends",
+    auth="query-token",
+    command="curl -X POST \\\n"
+    "  'https://<quay>/api/v1/repository/<namespace>/<repository>/notification/' \\\n"
+    "  -H 'Authorization: Bearer <quay OAuth token>' \\\n"
+    "  -H 'Content-Type: application/json' -d '{\n"
+    '    "event": "repo_push", "method": "webhook", "title": "brigade",\n'
+    '    "config": {"url": "<token-url>"}, "eventConfig": {}}\'',
+    language="shell",
+    sample="quay.json",
+    headers={"Content-Type": "application/json"},
+)
+
+
+REGISTRY = Registry(name=NAME, setup=SETUP, decode=decode, looks_like=looks_like)
