@@ -74,14 +74,10 @@ clean:
 	rm -rf $(VENV) build *.egg-info
 
 # The documentation site, from docs/ into build/docs (index.html); any
-# Sphinx warning fails it.  The architecture diagram is drawn first, from
-# docs/architecture.dot (graphviz's dot).
-docs: venv $(VENV)/.docs-installed docs/architecture.png
+# Sphinx warning fails it.  Sphinx is in the test extra (tests/test_docs.py
+# builds the site too).  The architecture diagram is drawn first.
+docs: venv docs/architecture.png
 	PYTHONPATH=$(CURDIR) $(BIN)/sphinx-build -W --keep-going -n -q -b html docs build/docs
-
-$(VENV)/.docs-installed: $(VENV)/.installed
-	$(BIN)/pip install --quiet '.[test,docs]'
-	touch $@
 
 # The architecture diagram, from docs/architecture.dot (graphviz's dot).
 

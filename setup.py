@@ -1,5 +1,10 @@
 from setuptools import setup
 
+# make docs: the Sphinx site in docs/; myst-parser reads the one page a tool
+# writes in Markdown (docs/benchmark.md, by make bench).  The tests build the
+# site too (tests/test_docs.py), so the test extra has them.
+DOCS = ["sphinx>=7.2", "myst-parser>=2.0"]
+
 setup(
     name="brigade-crgw",
     version="0.1.0",
@@ -45,11 +50,10 @@ setup(
             # The registry fixtures: htpasswd hashes, and the token server's key and JWTs.
             "bcrypt>=4",
             "cryptography>=42",
+            *DOCS,
         ],
         # make bench: the plot and the profiler (wrk itself comes from Debian).
         "bench": ["matplotlib>=3.7", "py-spy>=0.3.14"],
-        # make docs: the Sphinx site in docs/ (myst-parser reads the two pages
-        # that tools write in Markdown: bench's results and the architecture).
-        "docs": ["sphinx>=7.2", "myst-parser>=2.0"],
+        "docs": DOCS,
     },
 )

@@ -1,6 +1,6 @@
 """The gateway's configuration: a frozen value read from an ini file.
 
-Every key is documented in ``etc/brigade-crgw.ini`` and README.rst.  Unknown
+Every key is documented in ``etc/brigade-crgw.ini`` and docs/configuration.rst.  Unknown
 sections and keys are errors that name themselves, so a typo never silently
 falls back to a default.  Precedence is command line > environment > file >
 default; this module handles the file and the environment, ``tap`` applies the

@@ -97,7 +97,7 @@ PLUGIN_AGE_SECONDS = 60
 # The label holding the hash of the sources an image was built from, so a
 # test can tell whether the image in storage is this tree's.
 SOURCE_LABEL = "io.github.brigade-crgw.source"
-# How the README and the chart run the image, as ``podman run`` options:
+# How docs/installation.rst and the chart run the image, as ``podman run`` options:
 # read-only, no capabilities, the limits runc needs spelled out, the host's
 # network (to reach a loopback API server in the tests).
 RUN_OPTIONS = (

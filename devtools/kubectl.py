@@ -1,4 +1,5 @@
-"""kubectl, for the README's commands that the systemd tests run as written.
+"""kubectl, for the commands of docs/installation.rst that the systemd tests
+run as written.
 
 A build cached by an earlier run comes first, then a ``kubectl`` on PATH.
 Without either it is built once with this machine's Go from

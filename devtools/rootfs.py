@@ -1,13 +1,13 @@
 """A Debian root filesystem with systemd and Python, and the project's wheels.
 
 The systemd tests boot the rootfs with ``systemd-nspawn --boot`` and install
-the project inside it the way the README tells an operator to: a venv, then
-``pip install --no-index --find-links`` from wheels made on the host
-(:func:`devtools.debian.wheels`, the image's too).  Both are slow to make
-and change rarely, so both are cached under ``~/.cache/brigade-crgw`` in a
-directory named by a hash of what goes into it: the Debian suite, mirror
-and packages for the rootfs; the project's requirements and the Python
-version for the wheels.
+the project inside it the way docs/installation.rst tells an operator to:
+a venv, then ``pip install --no-index --find-links`` from wheels made on the
+host (:func:`devtools.debian.wheels`, the image's too).  Both are slow to
+make and change rarely, so both are cached under ``~/.cache/brigade-crgw``
+in a directory named by a hash of what goes into it: the Debian suite,
+mirror and packages for the rootfs; the project's requirements and the
+Python version for the wheels.
 
 Command line: ``python -m devtools.rootfs [build | wheels | path]``.
 """
@@ -21,7 +21,7 @@ from devtools.debian import SUITE, DebianError, Recipe, digest, locked, say, whe
 from devtools.plane.build import cache_root
 
 MIRROR = "http://deb.debian.org/debian"
-# Debian packages only: systemd as PID 1, and the Python the README installs into.
+# Debian packages only: systemd as PID 1, and the Python docs/installation.rst installs into.
 PACKAGES = ("systemd", "systemd-sysv", "python3", "python3-venv")
 VARIANT = "minbase"
 # Documentation is dead weight in a rootfs that only boots for tests.

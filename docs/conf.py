@@ -1,8 +1,7 @@
 """Sphinx configuration for brigade-crgw's documentation (``make docs``).
 
-The pages are reStructuredText.  Two are Markdown because a tool writes
-them: ``benchmark.md`` (``make bench``) and, until it is rewritten here,
-``architecture.md``; myst-parser reads those.  ``_ext/crgw_docs.py`` takes
+The pages are reStructuredText, but for ``benchmark.md``, which ``make
+bench`` writes in Markdown; myst-parser reads that one.  ``_ext/crgw_docs.py`` takes
 facts from the code and the payload catalogue rather than repeating them.
 """
 

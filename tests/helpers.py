@@ -190,14 +190,14 @@ def build_for_tag(tag: str) -> dict[str, Any]:
 DOCKERHUB = body("dockerhub/push-docs.json")
 
 
-def readme_block(kind: str, name: str) -> str:
-    """The literal block that follows ``.. <kind>: <name>`` in the README
-    (``helm-test``, ``systemd-test``), dedented."""
-    readme = (ROOT / "README.rst").read_text()
-    marker = readme.index(f"\n.. {kind}: {name}\n")
-    start = readme.index("::\n\n", marker) + 4
+def docs_block(page: str, kind: str, name: str) -> str:
+    """The literal block that follows ``.. <kind>: <name>`` in the docs page
+    ``docs/<page>.rst`` (``helm-test``, ``systemd-test``), dedented."""
+    text = (ROOT / "docs" / f"{page}.rst").read_text()
+    marker = text.index(f"\n.. {kind}: {name}\n")
+    start = text.index("::\n\n", marker) + 4
     lines = []
-    for line in readme[start:].splitlines():
+    for line in text[start:].splitlines():
         if line and not line.startswith(" "):
             break
         lines.append(line)

@@ -25,7 +25,7 @@ from devtools.plane import PlaneError
 from devtools.projects import project_secret
 
 from .conftest import Cluster, Namespace
-from .helpers import BEARER, DOCKERHUB, readme_block
+from .helpers import BEARER, DOCKERHUB, docs_block
 
 CHART = ROOT / "charts" / "brigade-crgw"
 VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -356,10 +356,10 @@ def test_api_server_accepts_the_chart(
 
 
 @pytest.mark.integration
-def test_readme_helm_path(
+def test_docs_helm_path(
     plane: Cluster, other_namespace: str, tools: dict[str, str], tmp_path: Path
 ) -> None:
-    """The README's Helm steps, run as written against the real API server:
+    """The Helm steps of docs/installation.rst, run as written against the real API server:
     the release's objects exist as the chart says, and the gateway's
     ServiceAccount may get and create Secrets there and nothing more."""
     (tmp_path / "brigade-crgw").symlink_to(ROOT)
@@ -367,7 +367,7 @@ def test_readme_helm_path(
     env = {**os.environ, **tools, "NS": ns}
     for step in ("values", "install"):
         run(
-            ["bash", "-euo", "pipefail", "-c", readme_block("helm-test", step)],
+            ["bash", "-euo", "pipefail", "-c", docs_block("installation", "helm-test", step)],
             env=env,
             cwd=tmp_path,
         )

@@ -1,6 +1,7 @@
 """The unit as shipped, under a real systemd: a Debian machine booted with
-``systemd-nspawn``, the project installed by the README's own commands (run
-from the README's text), against the real API server on loopback.
+``systemd-nspawn``, the project installed by the commands of
+docs/installation.rst (run from the page's text), against the real API server
+on loopback.
 
 The machine shares the host's network, so the gateway inside listens on
 127.0.0.1 (or ::1) and reaches kube-apiserver through a loopback proxy that
@@ -37,7 +38,7 @@ from devtools.projects import decoded, fresh, project_secret
 
 from . import machine as machines
 from .conftest import Cluster, Namespace
-from .helpers import DOCKERHUB, readme_block
+from .helpers import DOCKERHUB, docs_block
 
 pytestmark = [pytest.mark.integration, pytest.mark.systemd]
 
@@ -48,7 +49,7 @@ WEBHOOK = "/events/webhook/acme/app"
 
 
 def run_host(script: str, cwd: Path, env: dict[str, str]) -> str:
-    """Run a README block on the host with bash, as an operator would."""
+    """Run a docs block on the host with bash, as an operator would."""
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
         cwd=cwd,
@@ -80,7 +81,7 @@ class Site:
         )
 
     def configure(self, ini: str, restart: bool = True) -> str:
-        """Install ``ini`` as the README does; restart the unit; a journal
+        """Install ``ini`` as docs/installation.rst does; restart the unit; a journal
         cursor from before the restart."""
         (self.files / "brigade-crgw.ini").write_text(ini)
         cursor = self.machine.cursor()
@@ -134,7 +135,7 @@ def admin_kubeconfig(plane: Cluster) -> Path:
 def site(
     plane: Cluster, namespace: Namespace, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Site]:
-    """The README's steps 1 to 4 on the host and in a booted machine, with
+    """The systemd steps 1 to 4 of docs/installation.rst on the host and in a booted machine, with
     the unit started and answering on a loopback port."""
     for tool in ("systemd-nspawn", "nsenter", "openssl"):
         if not shutil.which(tool):
@@ -161,20 +162,20 @@ def site(
             "NS": namespace.name,
             "KUBECONFIG": str(admin),
             "PATH": f"{kubectl.parent}:{Path(sys.executable).parent}:{os.environ['PATH']}",
-            # The wheels come from the cache; the README's pip command stays as it is.
+            # The wheels come from the cache; the page's pip command stays as it is.
             "PIP_NO_INDEX": "1",
             "PIP_FIND_LINKS": str(wheels),
             "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         }
-        run_host(readme_block("systemd-test", "kubeconfig"), files, env)
+        run_host(docs_block("installation", "systemd-test", "kubeconfig"), files, env)
         assert (files / "gateway.kubeconfig").stat().st_mode & 0o777 == 0o600
-        run_host(readme_block("systemd-test", "wheels"), files, env)
+        run_host(docs_block("installation", "systemd-test", "wheels"), files, env)
         (files / "brigade-crgw").unlink()  # the machine needs only the copies
 
         core = plane.core
         core.create_namespaced_secret(namespace.name, project_secret("acme/app", token=None))
         run_host(
-            readme_block("systemd-test", "project-token"),
+            docs_block("installation", "systemd-test", "project-token"),
             files,
             {**env, "PROJECT": project_id("acme/app")},
         )
@@ -184,7 +185,7 @@ def site(
         machine = machines.boot(tree, work / "console.log", {files: INSTALL})
         site = Site(machine, proxy, files, namespace, token, free_port())
         (files / "brigade-crgw.ini").write_text(site.ini(f"tcp:{site.port}:interface=127.0.0.1"))
-        machine.run(readme_block("systemd-test", "install"), cwd=INSTALL, timeout=300)
+        machine.run(docs_block("installation", "systemd-test", "install"), cwd=INSTALL, timeout=300)
         site.wait_ready()
         yield site
     except machines.MachineError as e:
@@ -196,7 +197,7 @@ def site(
 
 
 def test_webhook_makes_a_build(site: Site) -> None:
-    """Installed as the README says and started by systemd with root-only
+    """Installed as docs/installation.rst says and started by systemd with root-only
     (0600) files, the gateway turns a webhook into a build Secret, and its
     start logs no plugin-cache write."""
     modes = site.machine.run(f"stat -c '%a %U' {INI} /etc/brigade-crgw/kubeconfig").stdout
@@ -370,15 +371,15 @@ def _tls_files(directory: Path) -> Path:
 
 def test_tls(site: Site, tmp_path: Path) -> None:
     """With ``listen = ssl:…`` and the key handed over as a credential, as
-    the README says, a webhook over verified TLS makes a build."""
+    docs/installation.rst says, a webhook over verified TLS makes a build."""
     ca = _tls_files(tmp_path)
     shutil.copy(tmp_path / "tls.pem", site.files / "tls.pem")
     pem = "/run/credentials/brigade-crgw.service/tls.pem"
     listen = f"ssl:{site.port}:interface=127.0.0.1:privateKey={pem}"
-    assert f"privateKey={pem}" in (ROOT / "README.rst").read_text()
+    assert f"privateKey={pem}" in (ROOT / "docs" / "installation.rst").read_text()
     site.configure(site.ini(listen), restart=False)
     try:
-        site.machine.run(readme_block("systemd-test", "tls"), cwd=INSTALL)
+        site.machine.run(docs_block("installation", "systemd-test", "tls"), cwd=INSTALL)
         context = ssl.create_default_context(cafile=str(ca))
         site.wait_ready(context=context)
         before = site.builds()
@@ -407,7 +408,7 @@ def test_socket_activation(site: Site) -> None:
     site.configure(site.ini("systemd:domain=INET6:index=0"), restart=False)
     try:
         cursor = site.machine.cursor()
-        site.machine.run(readme_block("systemd-test", "socket"), cwd=INSTALL)
+        site.machine.run(docs_block("installation", "systemd-test", "socket"), cwd=INSTALL)
         before = site.builds()
         answer = site.webhook(4, host="::1")
         assert answer.status == 200, answer.body

@@ -196,7 +196,7 @@ def authorise(policy: Policy, data: Mapping[str, str] | None, presented: Present
                 INVALID,
                 note="this project has no token: it refuses every webhook until one is "
                 f"added to its Secret under {' or '.join(policy.token_keys)} "
-                "(see the README's security section)",
+                "(see docs/security.rst)",
             )
         return "none"
     method = matches(tokens, presented)
