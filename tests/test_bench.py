@@ -199,7 +199,7 @@ def test_table_and_targets() -> None:
 
 
 def test_document_holds_machine_table_targets_and_profile() -> None:
-    """docs/performance.md names the machine, explains the method and holds
+    """docs/benchmark.md names the machine, explains the method and holds
     the table, the targets and the profile."""
     row = _row(180, 55.0, 70.0, 8)
     method = report.Method(
