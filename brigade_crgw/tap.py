@@ -36,6 +36,7 @@ from .http.accesslog import access_log_formatter
 from .http.app import Gateway
 from .http.connections import ConnectionLimit, raise_open_files
 from .http.inflight import InFlight
+from .http.metrics import Metrics
 from .http.readiness import Readiness
 from .http.requests import BodyBudget, bounded_request
 from .kubernetes.projects import ProjectCache
@@ -197,12 +198,16 @@ def makeService(options: Options, reactor: Any = reactor) -> IService:
     spool: Spool | None = options.get("spool_file")
     run = partial(deferToThreadPool, reactor, pool)
     readiness = Readiness(store.check_access, run, reactor, config.request_timeout)
-    lookups = images.create(config, reactor, store)
+    # Made here and handed to whoever counts.
+    metrics = Metrics(lambda: in_flight.count)
+    lookups = images.create(config, reactor, store, record=metrics.record_lookup)
     gateway = Gateway(
-        Pipeline(config, projects, store, lookups, spool), run, in_flight, ready=readiness.state
+        Pipeline(config, projects, store, lookups, spool),
+        run,
+        in_flight,
+        ready=readiness.state,
+        metrics=metrics,
     )
-    if lookups is not None:
-        lookups.lookups.record = gateway.metrics.record_lookup
     site = Site(
         gateway.app.resource(),
         requestFactory=bounded_request(
@@ -234,7 +239,7 @@ def makeService(options: Options, reactor: Any = reactor) -> IService:
         # Started after the pool and so stopped before it.
         drainer = Drainer(spool, store, run, reactor)
         drainer.setServiceParent(top)
-        gateway.metrics.watch_spool(lambda: drainer.stats)
+        metrics.watch_spool(lambda: drainer.stats)
         log.info("spool {path}: {depth} builds waiting", path=spool.path, depth=spool.depth())
     # Open connections are bounded here; the file limit must not bind first
     # (room is left for the Kubernetes connections, the log and the pool).

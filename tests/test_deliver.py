@@ -12,6 +12,7 @@ from brigade_crgw.answers import Refusal, Target, Trace, Webhook
 from brigade_crgw.brigade import project_id
 from brigade_crgw.config import Config
 from brigade_crgw.delivery.pipeline import Pipeline
+from brigade_crgw.kubernetes.projects import ProjectCache
 from devtools.projects import TOKEN, decoded, project_secret
 
 from .helpers import body
@@ -28,7 +29,7 @@ def store() -> MemoryStore:
 
 
 def pipeline(store: MemoryStore, **config: Any) -> Pipeline:
-    return Pipeline(Config(**config), store, store)
+    return Pipeline(Config(**config), ProjectCache(store, 0, 0), store)
 
 
 def webhook(body: bytes = ACR_PUSH, token: str | None = TOKEN, **target: str) -> Webhook:

@@ -10,6 +10,7 @@ from typing import Any
 from brigade_crgw.answers import Target, Trace, Webhook
 from brigade_crgw.config import Config
 from brigade_crgw.delivery.pipeline import Pipeline
+from brigade_crgw.kubernetes.projects import ProjectCache
 from devtools.projects import TOKEN, decoded, project_secret
 
 from .memory import MemoryStore
@@ -33,7 +34,7 @@ def deliver(store: MemoryStore, body: bytes, project: str = "acme/app", **config
         body=body,
         query_token=TOKEN,
     )
-    return Pipeline(Config(**config), store, store).deliver(webhook, Trace())
+    return Pipeline(Config(**config), ProjectCache(store, 0, 0), store).deliver(webhook, Trace())
 
 
 def test_tags_filtered_without_lookups() -> None:

@@ -90,7 +90,12 @@ def pipeline(
     store: Any, t: Time, spool: Spool | None = None, projects: Any = None, **config: Any
 ) -> Pipeline:
     return Pipeline(
-        Config(**config), projects or store, store, spool=spool, clock=t.clock, sleep=t.sleep
+        Config(**config),
+        projects or ProjectCache(store, 0, 0),
+        store,
+        spool=spool,
+        clock=t.clock,
+        sleep=t.sleep,
     )
 
 

@@ -102,19 +102,21 @@ def test_unlisted_host_reads_no_secret() -> None:
 
 def test_no_hosts_no_lookups() -> None:
     """With [registry] hosts empty there is no lookup collaborator at all; with
-    hosts, one whose client knows exactly those endpoints."""
+    hosts, one whose client knows exactly those endpoints and counts into
+    the metrics it is given."""
     from twisted.internet.testing import MemoryReactorClock
 
     from brigade_crgw.config import Config
     from brigade_crgw.delivery import images
 
     reactor = MemoryReactorClock()
-    assert images.create(Config.from_string("", {}), reactor, MemoryStore()) is None
+    counted: list[str] = []
+    assert images.create(Config.from_string("", {}), reactor, MemoryStore(), counted.append) is None
     config = Config.from_string(
         "[registry]\nhosts = docker.io ghcr.io\nendpoints = ghcr.io=http://127.0.0.1:9\n", {}
     )
-    made = images.create(config, reactor, MemoryStore())
-    assert made is not None
+    made = images.create(config, reactor, MemoryStore(), counted.append)
+    assert made is not None and made.lookups.record == counted.append
     assert dict(made.lookups.client.endpoints) == {
         "docker.io": "https://registry-1.docker.io",
         "ghcr.io": "http://127.0.0.1:9",

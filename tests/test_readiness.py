@@ -19,6 +19,7 @@ from brigade_crgw.delivery.pipeline import Pipeline
 from brigade_crgw.http.app import Gateway
 from brigade_crgw.http.inflight import InFlight
 from brigade_crgw.http.readiness import Readiness
+from brigade_crgw.kubernetes.projects import ProjectCache
 from brigade_crgw.kubernetes.store import StoreUnavailable
 from devtools import gateway as gateway_process
 from devtools.outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
@@ -51,7 +52,10 @@ def readyz(service: Readiness) -> tuple[int, dict[str, Any]]:
     """GET /readyz of a Gateway wired to ``service``, in memory."""
     store = MemoryStore()
     gateway = Gateway(
-        Pipeline(Config(), store, store), maybeDeferred, InFlight(8, Clock()), ready=service.state
+        Pipeline(Config(), ProjectCache(store, 0, 0), store),
+        maybeDeferred,
+        InFlight(8, Clock()),
+        ready=service.state,
     )
     client = StubTreq(gateway.app.resource())
     response = client.get("http://gw/readyz").result

@@ -21,6 +21,7 @@ from brigade_crgw.config import Config
 from brigade_crgw.delivery.pipeline import Pipeline
 from brigade_crgw.http.app import Gateway, parse_target
 from brigade_crgw.http.inflight import InFlight
+from brigade_crgw.kubernetes.projects import ProjectCache
 from devtools.projects import TOKEN, decoded, fresh, project_secret
 
 from .helpers import DOCKERHUB, URL_FORMS, body
@@ -49,7 +50,11 @@ class WebTests(SynchronousTestCase):
         self.config = Config(retry_seconds=0)
 
     def gateway(self, **config: Any) -> StubTreq:
-        pipeline = Pipeline(Config(**config) if config else self.config, self.store, self.store)
+        pipeline = Pipeline(
+            Config(**config) if config else self.config,
+            ProjectCache(self.store, 0, 0),
+            self.store,
+        )
         gateway = Gateway(pipeline, maybeDeferred, InFlight(64, Clock()))
         return StubTreq(gateway.app.resource())
 

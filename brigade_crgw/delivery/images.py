@@ -123,14 +123,19 @@ def _image(event: ImageEvent) -> str:
     return image
 
 
-def create(config: Config, reactor: Any, secrets: SecretReader) -> ImageLookup | None:
+def create(
+    config: Config, reactor: Any, secrets: SecretReader, record: Callable[[str], None]
+) -> ImageLookup | None:
     """The production lookups, or None when ``[registry] hosts`` is empty:
-    then nothing is looked up and no outbound connection is ever made."""
+    then nothing is looked up and no outbound connection is ever made.
+
+    :param record: counts each lookup's outcome (the metrics).
+    """
     endpoints = config.registry_endpoints()
     if not endpoints:
         return None
     client = RegistryClient.create(endpoints, reactor)
-    lookups = Lookups(client, partial(blockingCallFromThread, reactor))
+    lookups = Lookups(client, partial(blockingCallFromThread, reactor), record)
     log.info(
         "registry lookups on {hosts}, {timeout:g}s per webhook",
         hosts=" ".join(f"{host}={url}" for host, url in endpoints.items()),

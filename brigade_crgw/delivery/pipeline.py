@@ -39,11 +39,17 @@ T = TypeVar("T")
 
 
 class ProjectReader(Protocol):
-    """Where projects are read: the store, or a cache in front of it."""
+    """Where projects are read: a :class:`~brigade_crgw.kubernetes.projects.ProjectCache`
+    in front of the store (with ``seconds`` 0 it remembers nothing)."""
 
     def get_project(
         self, project_id: str, timeout: float | None = None
     ) -> brigade.Project | None: ...
+
+    def known(self, project_id: str) -> brigade.Project | None:
+        """The project as last read, without asking Kubernetes; None when
+        never read."""
+        ...
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -51,7 +57,7 @@ class Pipeline:
     """Everything a webhook needs, made once per process.
 
     :param config: the gateway's configuration.
-    :param projects: where projects are read (a :class:`ProjectCache` or the store).
+    :param projects: where projects are read (a :class:`ProjectCache`).
     :param store: where builds are created.
     :param images: registry lookups, or None when ``[registry] hosts`` is empty.
     :param spool: where builds wait while Kubernetes is away; None: no spool.
@@ -191,10 +197,9 @@ class Pipeline:
         """
         project_id = brigade.project_id(target.project)
         trace.project = project_id
-        known = getattr(self.projects, "known", None)
         use_known = screening or self._long_outage()
-        if use_known and known is not None and brigade.is_secret_name(project_id):
-            project = known(project_id)
+        if use_known and brigade.is_secret_name(project_id):
+            project = self.projects.known(project_id)
             if project is not None:
                 return project
         project = None

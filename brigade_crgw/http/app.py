@@ -165,6 +165,9 @@ class Gateway:
     :param ready: whether the gateway can serve webhooks now, and if not
         why (:meth:`.Readiness.state`); ready by default, for tests of
         the routes alone.
+    :param metrics: where answered webhooks are counted (``makeService``
+        makes them and hands them to all that count); the gateway's own
+        by default, for tests of the routes alone.
     """
 
     app = Klein()
@@ -174,10 +177,9 @@ class Gateway:
     in_flight: InFlight
     clock: Callable[[], float] = time.monotonic
     ready: Callable[[], tuple[bool, str]] = lambda: (True, "")
-    metrics: Metrics = attr.ib(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self.metrics = Metrics(lambda: self.in_flight.count)
+    metrics: Metrics = attr.ib(
+        default=attr.Factory(lambda self: Metrics(lambda: self.in_flight.count), takes_self=True)
+    )
 
     @app.route("/healthz", methods=["GET", "HEAD"])
     def healthz(self, request: IRequest) -> bytes:
