@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := setup.py $(shell find brigade_crgw twisted -name '*.py' -o -name '*.json' 2>/dev/null)
 
-.PHONY: venv run test test-fast lint bench plane-up plane-down image helm chart docs clean
+.PHONY: venv run test test-fast lint bench bench-cel plane-up plane-down image helm chart docs clean
 
 venv: $(VENV)/.installed
 
@@ -45,6 +45,13 @@ lint: venv
 # make bench BENCH_ARGS="--quick" for one row, --help for the filters.
 bench: venv $(VENV)/.bench-installed
 	PYTHONPATH=$(CURDIR) $(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The two CEL libraries for crGatewayFilter, side by side (docs/filters.rst):
+# each in its own venv under build/, apart from the gateway's.
+bench-cel:
+	test -x build/cel-bench/bin/python || $(PYTHON) -m venv build/cel-bench
+	build/cel-bench/bin/pip install --quiet cel-python==0.5.0 common-expression-language==0.10.0
+	build/cel-bench/bin/python -m bench.cel --worst $(BENCH_ARGS)
 
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(BIN)/pip install --quiet '.[test,bench]'

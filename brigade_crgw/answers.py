@@ -54,6 +54,8 @@ class Webhook:
     :param headers: lower-cased header names to their first value.
     :param query_token: the ``?token=`` value, if any.
     :param query_registry: the ``?registry=`` value, if any.
+    :param query: every query parameter but ``token``, to its first value
+        (what a ``crGatewayFilter`` sees as ``request.query``).
     """
 
     target: Target
@@ -61,6 +63,7 @@ class Webhook:
     body: bytes = attr.ib(repr=False)
     query_token: str | None = attr.ib(default=None, repr=False)
     query_registry: str | None = None
+    query: Mapping[str, str] = attr.ib(factory=dict)
 
 
 @attr.s(auto_attribs=True)

@@ -28,7 +28,7 @@ from ..answers import Outcome, Refusal, Target, Trace, Webhook, unavailable
 from ..config import WHEN_CONFIGURED, Config
 from ..events import ImageEvent
 from ..kubernetes.store import SecretStore, StoreForbidden, StoreRejected, StoreUnavailable
-from . import auth, enrich, outage
+from . import auth, enrich, filters, outage
 from .images import ImageLookup
 from .outage import QUICK_ATTEMPT, Health
 from .spool import Spool, SpoolError, SpoolFull
@@ -63,6 +63,7 @@ class Pipeline:
     :param spool: where builds wait while Kubernetes is away; None: no spool.
     :param clock: monotonic seconds, for the retry budget.
     :param sleep: the pause between retries.
+    :param filters: the compiled ``crGatewayFilter`` expressions.
     """
 
     config: Config
@@ -73,6 +74,7 @@ class Pipeline:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], object] = time.sleep
     health: Health = attr.ib(factory=Health)
+    filters: filters.Filters = attr.ib(factory=filters.Filters)
     policy: auth.Policy = attr.ib(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -98,6 +100,10 @@ class Pipeline:
                 "unrecognised payload",
                 "no known registry sends this payload ([gateway] strict = true)",
             )
+        try:
+            rule = self.filters.of(trace.project, project.data)
+        except filters.InvalidFilter as e:
+            raise Refusal(422, "invalid filter", str(e)) from None
         if delivery.events:
             trace.repository = delivery.events[0].repository
             trace.tag = delivery.events[0].tag
@@ -122,8 +128,20 @@ class Pipeline:
             )
         chosen, filtered = enrich.filter_tags(project, chosen)
         if not chosen:
-            return Outcome(200, {"status": "ignored", "reason": "; ".join(dict.fromkeys(filtered))})
+            return _ignored(filtered)
+        # A filter that reads only what the payload says is judged before
+        # the lookups, so the images it leaves out are never looked up.
+        request = filters.request_variable(webhook.target.commit, webhook.headers, webhook.query)
+        early = rule is not None and (self.images is None or not rule.needs_lookup)
+        if rule is not None and early:
+            chosen, _, reasons = filters.select(rule, trace.project, chosen, None, request)
+            if not chosen:
+                return _ignored(reasons)
         looked = self.images.look_up(project, chosen) if self.images is not None else None
+        if rule is not None and not early:
+            chosen, looked, reasons = filters.select(rule, trace.project, chosen, looked, request)
+            if not chosen:
+                return _ignored(reasons)
         commit = webhook.target.commit
         annotate = self.config.annotate_payload
         secrets = enrich.build_secrets(project, chosen, looked, commit, annotate)
@@ -291,6 +309,11 @@ class Pipeline:
             )
         trace.builds.extend(names)
         return Outcome(202, {"status": "queued", "builds": names})
+
+
+def _ignored(reasons: Sequence[str]) -> Outcome:
+    """The answer to a webhook whose every image was left out, and why."""
+    return Outcome(200, {"status": "ignored", "reason": "; ".join(dict.fromkeys(reasons))})
 
 
 def merged(events: Iterable[ImageEvent]) -> list[ImageEvent]:

@@ -124,6 +124,16 @@ def _query(request: IRequest, name: str) -> str | None:
         raise Refusal(400, "bad request", f"?{name}= is not UTF-8") from None
 
 
+def _queries(request: IRequest) -> dict[str, str]:
+    """Every query parameter but ``token``, to its first value, decoded
+    leniently (only ``commit``, ``token`` and ``registry`` must be UTF-8)."""
+    return {
+        name.decode("utf-8", "replace"): values[0].decode("utf-8", "replace")
+        for name, values in (request.args or {}).items()
+        if values and name != b"token"
+    }
+
+
 def _check_media_type(headers: Mapping[str, str]) -> None:
     """Only JSON bodies are accepted; a missing Content-Type is taken as JSON,
     since some registries send none."""
@@ -149,6 +159,7 @@ def read_webhook(request: IRequest, route: str) -> Webhook:
         body=body,
         query_token=_query(request, "token"),
         query_registry=_query(request, "registry"),
+        query=_queries(request),
     )
 
 

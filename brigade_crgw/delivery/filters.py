@@ -1,0 +1,452 @@
+"""``crGatewayFilter``: a project's CEL expression that a push must satisfy.
+
+The expression sees two variables:
+
+- ``image``: the ``brigade_crgw`` object that ``[gateway] annotate_payload``
+  adds to the payload (:func:`~brigade_crgw.delivery.enrich.normalised`);
+- ``request``: ``commit`` (the URL's commit-ish), ``headers`` (lower-cased
+  names to their first value, credentials left out) and ``query`` (the query
+  string's first values, ``token`` left out).
+
+It is compiled once per distinct text (a bounded cache shared by the
+process) with the Rust CEL of ``common-expression-language`` (why: the docs'
+page on filters, and ``bench/cel.py``), and judged once per image.  An
+expression that does not compile is :class:`InvalidFilter`; an evaluation
+that fails, or gives something other than a bool, counts as false and says
+why.  Everything here is synchronous and CPU-bound, like the rest of the
+pipeline, and runs on its thread pool.
+
+The library has no cost limit, and it holds the GIL while it evaluates: a
+slow filter holds the reactor too.  Three guards keep the cost of one
+evaluation near linear in what it reads (the worst cases measured are in
+the docs): the expression is at most :data:`MAX_BYTES` long, comprehensions
+(``all``, ``exists``, ``exists_one``) do not nest, and ``map`` and
+``filter``, whose cost in this library grows with the square of the list,
+are refused (a boolean filter can say the same with ``exists``, ``all`` or
+``exists_one``).
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attr
+from twisted.logger import Logger
+
+from ..events import ImageEvent
+from ..lookups.outcomes import Result
+from . import enrich
+
+log = Logger()
+
+FILTER_KEY = "crGatewayFilter"
+# The longest expression taken, in UTF-8 bytes.
+MAX_BYTES = 4096
+# How deep comprehensions may nest: each level multiplies the work by the
+# length of a list.
+MAX_NESTING = 1
+# Compiled programs (and compile errors) kept, by expression text.
+CACHE_SIZE = 256
+# The fields of ``image`` that are known before any lookup; a filter that
+# reads no other (and does not use ``image`` whole) is judged before lookups.
+KNOWN_WITHOUT_LOOKUP = frozenset({"registry", "action", "host", "repository", "tag", "pusher"})
+COMPREHENSIONS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+REFUSED_MACROS = frozenset({"map", "filter"})
+# Headers never shown to a filter: those that carry credentials, by name.
+CREDENTIAL_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "x-jfrog-event-auth",
+        "x-hub-signature",
+        "x-hub-signature-256",
+        "x-nexus-webhook-signature",
+        "x-signature",
+    }
+)
+_CREDENTIAL_WORDS = re.compile(r"auth|token|secret|signature|password|cookie|api-?key", re.I)
+SHOWN_CHARS = 80
+VARIABLES = frozenset({"image", "request"})
+
+
+class InvalidFilter(Exception):
+    """An expression that cannot be used: it does not compile, is too long,
+    or nests too deep.  Its message is for the project's owner."""
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Verdict:
+    """What a filter said of one image.
+
+    :param passed: whether the image is built.
+    :param error: why the evaluation failed ("" when it did not); a
+        failed evaluation never passes.
+    """
+
+    passed: bool
+    error: str = ""
+
+
+def _load_cel() -> Any:
+    """The library's compiled module, ``cel.cel``.
+
+    Importing the ``cel`` package also imports its interactive command
+    (typer, rich, prompt_toolkit): about 25 MiB of memory and 0.2 s that a
+    daemon has no use for.  The extension module alone is loaded when it
+    is where the package keeps it; otherwise the package is imported.
+    """
+    spec = importlib.util.find_spec("cel")
+    for where in (spec.submodule_search_locations or []) if spec else []:
+        for path in sorted(Path(where).glob("cel.*.so")):
+            loader = importlib.machinery.ExtensionFileLoader("cel", str(path))
+            found = importlib.util.spec_from_loader("cel", loader)
+            if found is None:
+                continue
+            module = importlib.util.module_from_spec(found)
+            loader.exec_module(module)
+            return module
+    import cel  # pragma: no cover (a layout the package has not used)
+
+    return cel
+
+
+_cel: Any = None
+_cel_lock = threading.Lock()
+
+
+def cel_module() -> Any:
+    """The CEL library, loaded on first use: a gateway whose projects have
+    no filter never loads it."""
+    global _cel
+    with _cel_lock:
+        if _cel is None:
+            _cel = _load_cel()
+        return _cel
+
+
+def _tokens(text: str) -> Iterator[str]:
+    """The expression's tokens, string and bytes literals as ``"`` and
+    comments left out: enough to see which names it uses and how its
+    parentheses nest, not a parser (the library is that)."""
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c.isspace():
+            i += 1
+        elif text.startswith("//", i):
+            end = text.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif c in "\"'" or (c in "rRbB" and _quote_at(text, i)):
+            i = _after_string(text, i)
+            yield '"'
+        elif c == "_" or c.isalpha():
+            start = i
+            while i < n and (text[i] == "_" or text[i].isalnum()):
+                i += 1
+            yield text[start:i]
+        else:
+            i += 1
+            yield c
+
+
+def _quote_at(text: str, i: int) -> bool:
+    """Whether a string literal with prefixes (``r``, ``b``, ``rb``...) starts at ``i``."""
+    j = i
+    while j < len(text) and j - i < 2 and text[j] in "rRbB":
+        j += 1
+    return j < len(text) and text[j] in "\"'"
+
+
+def _after_string(text: str, i: int) -> int:
+    """The index just past the string literal starting at ``i`` (or the end)."""
+    raw = False
+    while text[i] in "rRbB":
+        raw = raw or text[i] in "rR"
+        i += 1
+    quote = text[i] * 3 if text.startswith(text[i] * 3, i) else text[i]
+    i += len(quote)
+    while i < len(text):
+        if not raw and text[i] == "\\":
+            i += 2
+        elif text.startswith(quote, i):
+            return i + len(quote)
+        else:
+            i += 1
+    return len(text)
+
+
+def needs_lookup(text: str) -> bool:
+    """Whether the expression may read what only a lookup tells.
+
+    It does unless every use of the name ``image`` is followed by ``.`` and
+    one of :data:`KNOWN_WITHOUT_LOOKUP` (``image.tag``, ``has(image.host)``).
+    ``image.platforms``, ``image.labels``, ``image.digest``,
+    ``image.lookup``, ``image['tag']`` or ``image`` alone need the lookup.
+    A name ``image`` anywhere else (a field of ``request``, a comprehension
+    variable) is taken as a use too: that errs towards waiting.
+    """
+    tokens = list(_tokens(text))
+    for i, word in enumerate(tokens):
+        if word != "image":
+            continue
+        follows = tokens[i + 1 : i + 3]
+        if len(follows) < 2 or follows[0] != "." or follows[1] not in KNOWN_WITHOUT_LOOKUP:
+            return True
+    return False
+
+
+def _macro_at(tokens: Sequence[str], i: int) -> str:
+    """The comprehension whose ``(`` is ``tokens[i]``, or ""."""
+    if tokens[i] == "(" and i >= 2 and tokens[i - 2] == "." and tokens[i - 1] in COMPREHENSIONS:
+        return tokens[i - 1]
+    return ""
+
+
+def nesting(text: str) -> int:
+    """How deep the expression's comprehensions nest (0: it has none)."""
+    stack: list[bool] = []
+    deepest = 0
+    tokens = list(_tokens(text))
+    for i, word in enumerate(tokens):
+        if word == "(":
+            stack.append(bool(_macro_at(tokens, i)))
+            deepest = max(deepest, sum(stack))
+        elif word == ")" and stack:
+            stack.pop()
+    return deepest
+
+
+def macros(text: str) -> set[str]:
+    """The comprehensions the expression calls."""
+    tokens = list(_tokens(text))
+    return {_macro_at(tokens, i) for i in range(len(tokens))} - {""}
+
+
+def bound_names(text: str) -> set[str]:
+    """The names the expression's comprehensions bind (``p`` in
+    ``image.platforms.exists(p, ...)``)."""
+    tokens = list(_tokens(text))
+    return {tokens[i + 1] for i in range(len(tokens) - 1) if _macro_at(tokens, i)}
+
+
+def shown(text: str) -> str:
+    """The expression as a reason quotes it: on one line, cut to a length."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= SHOWN_CHARS else flat[: SHOWN_CHARS - 1] + "…"
+
+
+def _compile_error(text: str, error: BaseException) -> str:
+    """The library's compile error as one line, without the expression it
+    repeats."""
+    message = str(error)
+    prefix = f"Failed to parse expression '{text}': "
+    if message.startswith(prefix):
+        message = message[len(prefix) :]
+    lines = [line for line in message.splitlines() if line and not line.startswith("| ")]
+    return " ".join(" ".join(lines).split()) or type(error).__name__
+
+
+def _fatal(error: BaseException) -> bool:
+    """Whether an exception must go on up: an interpreter's own, not the
+    library's (its panics are BaseExceptions too, and are caught)."""
+    return isinstance(error, (KeyboardInterrupt, SystemExit, GeneratorExit, MemoryError))
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Filter:
+    """One compiled expression.
+
+    :param text: the expression as the project holds it.
+    :param program: the library's compiled program.
+    :param needs_lookup: see :func:`needs_lookup`.
+    """
+
+    text: str
+    program: Any = attr.ib(repr=False, eq=False)
+    needs_lookup: bool
+
+    def judge(self, image: Mapping[str, Any], request: Mapping[str, Any]) -> Verdict:
+        """Evaluate the expression on one image.  Never raises for anything
+        the expression or the values do."""
+        try:
+            result = self.program.execute({"image": dict(image), "request": dict(request)})
+        except BaseException as error:
+            if _fatal(error):
+                raise
+            return Verdict(False, _evaluation_error(error))
+        if not isinstance(result, bool):
+            return Verdict(
+                False, f"it gave {type(result).__name__} {shown(repr(result))}, not a bool"
+            )
+        return Verdict(result)
+
+
+def _evaluation_error(error: BaseException) -> str:
+    kind = {"KeyError": "no such key"}.get(type(error).__name__, "")
+    message = " ".join(str(error).split()) or type(error).__name__
+    return f"{kind} {message}" if kind else message
+
+
+def compile_filter(text: str) -> Filter:
+    """The expression, compiled.
+
+    :raises InvalidFilter: it is too long, nests too deep or does not compile.
+    """
+    size = len(text.encode("utf-8"))
+    if size > MAX_BYTES:
+        raise InvalidFilter(f"{FILTER_KEY} is {size} bytes long; at most {MAX_BYTES} are taken")
+    if not text.strip():
+        raise InvalidFilter(f"{FILTER_KEY} is empty")
+    try:
+        program = cel_module().compile(text)
+    except BaseException as error:
+        if _fatal(error):
+            raise
+        raise InvalidFilter(
+            f"{FILTER_KEY} does not compile: {_compile_error(text, error)}"
+        ) from None
+    refused = sorted(macros(text) & REFUSED_MACROS)
+    if refused:
+        raise InvalidFilter(
+            f"{FILTER_KEY} uses {' and '.join(refused)}: map and filter are not taken "
+            "(their cost grows with the square of the list): say it with exists, "
+            "all or exists_one"
+        )
+    depth = nesting(text)
+    if depth > MAX_NESTING:
+        raise InvalidFilter(f"{FILTER_KEY} nests comprehensions {depth} deep; they may not nest")
+    unknown = sorted(set(program.variables()) - VARIABLES - bound_names(text))
+    if unknown:
+        raise InvalidFilter(
+            f"{FILTER_KEY} names {', '.join(unknown)}: a filter sees only image and request"
+        )
+    return Filter(text, program, needs_lookup(text))
+
+
+@attr.s
+class Filters:
+    """Compiled filters by expression text, at most ``size`` of them (least
+    recently used goes first), shared by the pool's threads.
+
+    A compile error is kept like a program, and logged once, when the
+    expression is first seen (again only if it has left the cache since).
+    A project whose expression changes gets the new one as soon as its
+    project is read again (``[kubernetes] project_cache_seconds``).
+    """
+
+    size: int = attr.ib(default=CACHE_SIZE)
+    _cache: OrderedDict[str, Filter | InvalidFilter] = attr.ib(factory=OrderedDict, init=False)
+    _lock: threading.Lock = attr.ib(factory=threading.Lock, init=False)
+
+    def of(self, project_id: str, data: Mapping[str, str]) -> Filter | None:
+        """The project's filter, or None when it has none.
+
+        :raises InvalidFilter: its expression cannot be used.
+        """
+        text = data.get(FILTER_KEY)
+        if text is None or not text.strip():
+            return None
+        with self._lock:
+            known = self._cache.get(text)
+            if known is not None:
+                self._cache.move_to_end(text)
+        if known is None:
+            try:
+                compiled: Filter | InvalidFilter = compile_filter(text)
+            except InvalidFilter as error:
+                compiled = error
+            with self._lock:
+                known = self._cache.setdefault(text, compiled)
+                first = known is compiled
+                while len(self._cache) > self.size:
+                    self._cache.popitem(last=False)
+            if first and isinstance(known, InvalidFilter):
+                log.error(
+                    "project {project}: crGatewayFilter {expression!r} cannot be used, "
+                    "its webhooks are refused: {error}",
+                    project=project_id,
+                    expression=shown(text),
+                    error=str(known),
+                )
+        if isinstance(known, InvalidFilter):
+            raise known
+        return known
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._cache)
+
+
+def request_variable(
+    commit: str, headers: Mapping[str, str], query: Mapping[str, str]
+) -> dict[str, Any]:
+    """The ``request`` a filter sees: credentials and the token left out."""
+    return {
+        "commit": commit,
+        "headers": {
+            name: value
+            for name, value in headers.items()
+            if name not in CREDENTIAL_HEADERS and not _CREDENTIAL_WORDS.search(name)
+        },
+        "query": {name: value for name, value in query.items() if name != "token"},
+    }
+
+
+def image_name(event: ImageEvent) -> str:
+    """The image as a reason names it."""
+    where = f"{event.host}/{event.repository}" if event.host else event.repository
+    return f"{where}:{event.tag}" if event.tag else f"{where}@{event.digest}"
+
+
+def select(
+    rule: Filter,
+    project_id: str,
+    events: Sequence[ImageEvent],
+    results: Sequence[Result] | None,
+    request: Mapping[str, Any],
+) -> tuple[list[ImageEvent], list[Result] | None, list[str]]:
+    """The events the filter lets through (with their lookup results), and
+    why the others were left out.
+
+    :param results: one lookup result per event, or None: the image is
+        then what ``annotate_payload`` shows without a lookup (``lookup``
+        is ``off``, no platforms, no labels).
+    """
+    kept, kept_results, reasons = [], [], []
+    for i, event in enumerate(events):
+        result = results[i] if results is not None else None
+        facts = result.facts if result is not None else None
+        outcome = result.outcome if result is not None else "off"
+        verdict = rule.judge(enrich.normalised(event, facts, outcome), request)
+        if verdict.passed:
+            kept.append(event)
+            if result is not None:
+                kept_results.append(result)
+            continue
+        name = image_name(event)
+        if verdict.error:
+            log.warn(
+                "project {project}: crGatewayFilter {expression!r} failed on {image}, "
+                "which counts as false: {error}",
+                project=project_id,
+                expression=shown(rule.text),
+                image=name,
+                error=verdict.error,
+            )
+            reasons.append(
+                f"the project's crGatewayFilter ({shown(rule.text)}) could not be evaluated "
+                f"for {name}, which counts as false: {verdict.error}"
+            )
+        else:
+            reasons.append(
+                f"the project's crGatewayFilter ({shown(rule.text)}) is false for {name}"
+            )
+    return kept, (kept_results if results is not None else None), reasons
