@@ -13,11 +13,12 @@ import pytest
 
 from brigade_crgw.brigade import project_id
 from brigade_crgw.cli import main
+from brigade_crgw.registries import NAMES
 from devtools import gateway as gateway_process
-from devtools.projects import TOKEN, fresh
+from devtools.projects import TOKEN, decoded, fresh
 
 from .conftest import Namespace
-from .helpers import DOCKERHUB
+from .helpers import DOCKERHUB, builds
 
 pytestmark = pytest.mark.integration
 _numbers = iter(range(1_000, 1_000_000))
@@ -142,3 +143,50 @@ def test_namespace_from_brigade_namespace(
     kubeconfig = str(namespace.plane.admin_kubeconfig)
     code, out, _ = run(capsys, "token", "list", "acme/app", "--kubeconfig", kubeconfig)
     assert code == 0 and out.startswith("acme/app ("), out
+
+
+# send
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_send_makes_a_build(
+    capsys: pytest.CaptureFixture[str],
+    namespace: Namespace,
+    gateway: gateway_process.Daemon,
+    name: str,
+) -> None:
+    """``send`` posts each registry's sample with the token where that
+    registry puts it, through the running gateway: 200, and the build
+    Secret it names exists with that registry as its provider."""
+    url = f"http://127.0.0.1:{gateway.port}/events/webhook/acme/app"
+    code, out, _ = run(capsys, "send", name, url, "--token", TOKEN)
+    assert code == 0, out
+    assert out.startswith("200 OK\n")
+    answer = json.loads(out.split("\n", 1)[1])
+    assert answer["status"] == "Success" and answer["builds"], answer
+    made = builds(namespace)
+    for build in answer["builds"]:
+        assert decoded(made[build])["event_provider"] == name
+
+
+def test_send_without_the_token_is_refused(
+    capsys: pytest.CaptureFixture[str], gateway: gateway_process.Daemon
+) -> None:
+    """Without --token the gateway answers 401, and ``send`` exits non-zero."""
+    url = f"http://127.0.0.1:{gateway.port}/events/webhook/acme/app"
+    code, out, _ = run(capsys, "send", "acr", url)
+    assert code == 1 and out.startswith("401 "), out
+
+
+def test_send_twice_is_a_redelivery(
+    capsys: pytest.CaptureFixture[str], gateway: gateway_process.Daemon
+) -> None:
+    """The same sample sent twice (Docker Hub's, which has an identity) is
+    answered with the same build both times."""
+    url = f"http://127.0.0.1:{gateway.port}/events/webhook/acme/app"
+    answers = []
+    for _ in range(2):
+        code, out, _ = run(capsys, "send", "dockerhub", url, "--token", TOKEN)
+        assert code == 0, out
+        answers.append(json.loads(out.split("\n", 1)[1])["builds"])
+    assert answers[0] == answers[1] and len(answers[0]) == 1
