@@ -8,6 +8,7 @@ import itertools
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import attr
@@ -212,3 +213,21 @@ def test_changed_expression(world: World) -> None:
             break
         time.sleep(0.2)
     assert built(world, answer)["build_id"]
+
+
+def test_cli_reads_the_projects_filter(
+    world: World, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """brigade-crgw filter test reads the project's expression with the
+    operator's identity: v1.2.3 passes acme/semver's filter, latest does not."""
+    from brigade_crgw.cli import main
+
+    admin = ["--kubeconfig", str(world.namespace.plane.admin_kubeconfig), "-n"]
+    for tag, expected in (("v1.2.3", 0), ("latest", 1)):
+        payload = tmp_path / f"{tag}.json"
+        payload.write_bytes(push(HOST, world.single.digest, tag))
+        argv = ["filter", "test", "acme/semver", "--payload", str(payload)]
+        argv += ["--header", f"Content-Type: {DISTRIBUTION['Content-Type']}"]
+        assert main([*argv, *admin, world.namespace.name]) == expected
+        out = capsys.readouterr().out
+        assert f"crGatewayFilter: {SEMVER}" in out and f"acme/app:{tag}" in out

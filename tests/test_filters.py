@@ -443,3 +443,39 @@ def test_lookup_before_filter_that_needs_it() -> None:
     assert annotated["platforms"] == ["linux/amd64", "linux/arm64"]
     amd64 = ScriptedImages(attr.evolve(FACTS, platforms=("linux/amd64",)))
     assert deliver(store, acr_push("v1", 2), amd64).body["status"] == "ignored"
+
+
+# brigade-crgw filter test
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """The command run in this process: its exit code, stdout and stderr."""
+    from brigade_crgw.cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_filter_test(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """filter test judges the payload's images as the gateway does: exit 0 when
+    one passes, 1 when none does, 2 for an expression that cannot be used."""
+    payload = tmp_path / "push.json"
+    payload.write_bytes(acr_push("v1.2.3", 1))
+    common = ["filter", "test", "acme/app", "--payload", str(payload), "--expression"]
+    code, out, _ = run_cli(capsys, *common, EXAMPLES[0][0])
+    assert code == 0 and "true    myregistry.azurecr.io/hello-world:v1.2.3" in out
+    assert "judged early, needing no lookup" in out
+    code, out, _ = run_cli(capsys, *common, EXAMPLES[1][0])
+    assert code == 1 and "false   myregistry.azurecr.io/hello-world:v1.2.3" in out
+    code, out, _ = run_cli(capsys, *common, EXAMPLES[1][0], "--platform", "linux/arm64")
+    assert code == 0 and "judged after lookups" in out
+    code, out, _ = run_cli(capsys, *common, "image.labels.source == 'x'", "--label", "a=b")
+    assert code == 1 and "which counts as false: no such key 'source'" in out
+    code, out, _ = run_cli(capsys, *common, "request.query.source == 'ci'", "--query", "source=ci")
+    assert code == 0
+    code, _, err = run_cli(capsys, *common, "image.tag ==")
+    assert code == 2 and "crGatewayFilter does not compile: ERROR" in err

@@ -14,13 +14,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import send, token, url
+from . import filter, send, token, url
 from ._verb import Failed, Verb
 
 __all__ = ["VERBS", "Failed", "Verb", "main"]
 
 #: Every verb, in the order ``--help`` lists them.
-VERBS: tuple[Verb, ...] = (token.VERB, url.VERB, send.VERB)
+VERBS: tuple[Verb, ...] = (token.VERB, url.VERB, send.VERB, filter.VERB)
 
 
 def parser() -> argparse.ArgumentParser:
