@@ -21,6 +21,7 @@ import attr
 
 from devtools import ROOT
 from devtools.plane.processes import free_port
+from devtools.waiting import until
 
 TWISTD = Path(sys.executable).parent / "twistd"
 
@@ -94,6 +95,44 @@ class Daemon:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, text: str, timeout: float = 30.0) -> str:
+        """Until a line of the log holds ``text``; that line."""
+
+        def line() -> str:
+            return next((found for found in self.log().splitlines() if text in found), "")
+
+        return until(line, f"a log line with {text!r}", timeout)
+
+    def metric(self, name: str) -> float:
+        """The value of the sample ``name`` (with its labels, if any) in /metrics."""
+        text = self.request("GET", "/metrics").body.decode()
+        for line in text.splitlines():
+            sample, _, value = line.rpartition(" ")
+            if sample == name:
+                return float(value)
+        raise AssertionError(f"no sample {name} in /metrics")
+
+    def wait_metric(self, name: str, value: float, timeout: float = 30.0) -> None:
+        """Until the sample ``name`` in /metrics is ``value``."""
+        until(lambda: self.metric(name) == value, f"{name} = {value:g}", timeout)
+
+    def wait_in_flight(self, n: int, timeout: float = 30.0) -> None:
+        """Until ``n`` webhooks are being handled (received, not yet answered)."""
+        self.wait_metric("brigade_crgw_webhooks_in_flight", n, timeout)
+
+    def wait_not_listening(self, timeout: float = 30.0) -> None:
+        """Until the gateway no longer accepts connections (it stops
+        listening at SIGTERM)."""
+
+        def refused() -> bool:
+            try:
+                self.request("GET", "/healthz", timeout=2)
+            except OSError:
+                return True
+            return False
+
+        until(refused, "the gateway to stop listening", timeout)
 
     def stop(self, timeout: float = 40.0) -> int:
         """SIGTERM, as systemd and Kubernetes stop it; the exit code."""

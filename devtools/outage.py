@@ -14,6 +14,8 @@ import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
+from devtools.waiting import until
+
 FORWARD, REFUSE, HANG = "forward", "refuse", "hang"
 
 
@@ -26,6 +28,8 @@ class Proxy:
         self.port = self._listener.getsockname()[1]
         self._forwarding: list[socket.socket] = []
         self._held: list[socket.socket] = []
+        # Connections refused since the proxy started.
+        self.refused = 0
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -52,6 +56,21 @@ class Proxy:
         self.set(REFUSE)
         self._listener.close()
 
+    @property
+    def held(self) -> int:
+        """How many connections are held now (``hang``)."""
+        with self._lock:
+            return len(self._held)
+
+    def wait_held(self, n: int, timeout: float = 30.0) -> None:
+        """Until at least ``n`` connections are held: a caller's request is
+        waiting on the API server."""
+        until(lambda: self.held >= n, f"{n} held connections", timeout)
+
+    def wait_refused(self, n: int, timeout: float = 30.0) -> None:
+        """Until at least ``n`` connections in all have been refused."""
+        until(lambda: self.refused >= n, f"{n} refused connections", timeout)
+
     def _accept(self) -> None:
         while True:
             try:
@@ -63,6 +82,7 @@ class Proxy:
                 if mode == HANG:
                     self._held.append(conn)
             if mode == REFUSE:
+                self.refused += 1
                 _close(conn)
             elif mode == FORWARD:
                 self._forward(conn)

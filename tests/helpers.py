@@ -27,7 +27,6 @@ import json
 import socket
 import textwrap
 import threading
-import time
 import tomllib
 from collections.abc import Callable
 from functools import cache
@@ -40,7 +39,9 @@ from brigade_crgw.brigade import Project, build_id, build_secret, project_id
 from brigade_crgw.events import ImageEvent
 from devtools import ROOT
 from devtools.gateway import Answer, Daemon
+from devtools.outage import Proxy
 from devtools.projects import TOKEN, fresh, project_secret
+from devtools.waiting import until
 
 if TYPE_CHECKING:
     from .conftest import Namespace
@@ -235,10 +236,11 @@ def push_event(**fields: object) -> ImageEvent:
     return ImageEvent(**values)  # type: ignore[arg-type]
 
 
-def held_webhook(gateway: Daemon, n: int) -> Callable[[float], Answer]:
+def held_webhook(gateway: Daemon, proxy: Proxy, n: int) -> Callable[[float], Answer]:
     """Send a fresh Docker Hub push (the ``n``-th) from another thread and
-    give it a second to reach the Kubernetes call the test holds; a function
-    that waits up to its timeout for the answer."""
+    wait until the gateway handles it and a call to Kubernetes is held by
+    ``proxy`` (set to hang); a function that waits up to its timeout for the
+    answer."""
     result: list[Answer] = []
     sender = threading.Thread(
         target=lambda: result.append(
@@ -246,7 +248,8 @@ def held_webhook(gateway: Daemon, n: int) -> Callable[[float], Answer]:
         )
     )
     sender.start()
-    time.sleep(1.0)
+    gateway.wait_in_flight(1)
+    proxy.wait_held(1)
 
     def answer(timeout: float) -> Answer:
         sender.join(timeout)
@@ -254,3 +257,49 @@ def held_webhook(gateway: Daemon, n: int) -> Callable[[float], Answer]:
         return result[0]
 
     return answer
+
+
+# The kernel's view of loopback TCP connections (/proc/net/tcp): what a test
+# waits on when the gateway gives no sign of its own.
+_ESTABLISHED, _CLOSE_WAIT = 0x01, 0x08
+
+
+def _tcp(local_port: int, remote_port: int) -> tuple[int, int] | None:
+    """The state and receive queue of the IPv4 socket from ``local_port`` to
+    ``remote_port``, or None when there is none."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = (int(f.rsplit(":", 1)[1], 16) for f in fields[1:3])
+        if (local, remote) == (local_port, remote_port):
+            return int(fields[3], 16), int(fields[4].split(":")[1], 16)
+    return None
+
+
+def wait_read(sender: socket.socket, timeout: float = 30.0) -> None:
+    """Until the gateway has read everything ``sender`` sent it (its socket's
+    receive queue is empty): the gateway's reactor has taken those bytes in."""
+    here, there = sender.getsockname()[1], sender.getpeername()[1]
+
+    def read() -> bool:
+        found = _tcp(there, here)
+        return found is not None and found[1] == 0
+
+    until(read, "the gateway to read what was sent", timeout)
+
+
+def wait_hung_up(ports: list[tuple[int, int]], timeout: float = 30.0) -> None:
+    """Until the gateway has closed its side of each connection the test
+    hung up, given as (the test's port, the gateway's port): it noticed."""
+
+    def noticed() -> bool:
+        return all(
+            (found := _tcp(there, here)) is None or found[0] not in (_ESTABLISHED, _CLOSE_WAIT)
+            for here, there in ports
+        )
+
+    until(noticed, "the gateway to notice the connections closed", timeout)
+
+
+def ends(sender: socket.socket) -> tuple[int, int]:
+    """The ports of a connection: the test's, the gateway's."""
+    return sender.getsockname()[1], sender.getpeername()[1]

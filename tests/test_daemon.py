@@ -18,7 +18,16 @@ from devtools.outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
 from devtools.projects import TOKEN, decoded, fresh
 
 from .conftest import Namespace
-from .helpers import BEARER, DOCKERHUB, URL_FORMS, body, builds, held_webhook
+from .helpers import (
+    BEARER,
+    DOCKERHUB,
+    URL_FORMS,
+    body,
+    builds,
+    ends,
+    held_webhook,
+    wait_hung_up,
+)
 
 pytestmark = pytest.mark.integration
 ACR_PUSH = body("acr/push.json")
@@ -95,7 +104,7 @@ def test_log_line_per_webhook_without_tokens(gateway: gateway_process.Daemon) ->
     answer = gateway.post(f"/events/webhook/acme/app?token={TOKEN}", DOCKERHUB)
     assert answer.status == 200
     name = answer.json()["builds"][0]
-    time.sleep(0.2)
+    gateway.wait_log(name)
     lines = [line for line in gateway.log().splitlines() if name in line]
     assert len(lines) == 1
     line = lines[0]
@@ -166,11 +175,10 @@ def test_sigterm_finishes_requests_in_flight(
     its build, and exits 0."""
     process, proxy = outage
     proxy.set(HANG)
-    answer_of = held_webhook(process, 2000)
+    answer_of = held_webhook(process, proxy, 2000)
     process.process.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
-    with pytest.raises(OSError):
-        process.request("GET", "/healthz", timeout=2)
+    process.wait_not_listening()
+    assert process.alive()
     proxy.set(FORWARD)
     answer = answer_of(20)
     assert process.process.wait(20) == 0
@@ -194,15 +202,14 @@ def test_sender_hanging_up_is_one_info_line(
         b"Content-Type: application/json\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
     )
-    time.sleep(1.0)  # the webhook now waits on the held Kubernetes call
+    process.wait_in_flight(1)
+    proxy.wait_held(1)  # the webhook now waits on the held Kubernetes call
+    hung_up = ends(sender)
     sender.close()
-    time.sleep(0.5)
-    metrics = process.request("GET", "/metrics").body.decode()
-    assert "brigade_crgw_webhooks_in_flight 1.0" in metrics
+    wait_hung_up([hung_up])
+    assert process.metric("brigade_crgw_webhooks_in_flight") == 1
     proxy.set(FORWARD)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and "code=499" not in process.log():
-        time.sleep(0.1)
+    process.wait_log("code=499")
     lines = [line for line in process.log().splitlines() if "code=499" in line]
     assert len(lines) == 1, process.log()
     assert "sender closed the connection" in lines[0]

@@ -228,9 +228,9 @@ def test_podman_stop_drains_and_exits_0(
     gateway, proxy = container
     name = container_name(gateway)
     proxy.set(HANG)
-    answer_of = held_webhook(gateway, 3001)
+    answer_of = held_webhook(gateway, proxy, 3001)
     stopping = subprocess.Popen(["podman", "stop", "--time", "40", name], stdout=subprocess.DEVNULL)
-    time.sleep(1.0)
+    gateway.wait_log("received SIGTERM")
     assert stopping.poll() is None, "the container stopped with a webhook in flight"
     proxy.set(FORWARD)
     answer = answer_of(30)
