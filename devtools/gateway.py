@@ -195,6 +195,7 @@ def start(
     *,
     base: dict[str, dict[str, object]] | None = None,
     wrappers: Sequence[str] = (),
+    port: int | None = None,
 ) -> Daemon:
     """Start the gateway on a free loopback port and wait until it answers.
 
@@ -203,8 +204,9 @@ def start(
         (the bench gives :func:`shipped_settings`).
     :param wrappers: commands that exec the next (``taskset -c 0``,
         ``setpriv ... --``), so the process is still twistd itself.
+    :param port: this loopback port instead (a replica restarted in place).
     """
-    port = free_port()
+    port = port or free_port()
     config = tmp / f"gateway-{port}.ini"
     config.write_text(ini_text(settings_for(port, namespace, kubeconfig, settings, base)))
     log_path = tmp / f"gateway-{port}.log"
