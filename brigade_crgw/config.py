@@ -80,6 +80,17 @@ def _seconds(key: str, text: str) -> float:
     return value
 
 
+def _share(key: str, text: str) -> float:
+    """A part of a whole, more than 0 and at most 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{key}: {text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise ConfigError(f"{key}: must be more than 0 and at most 1, not {text!r}")
+    return value
+
+
 def _boolean(key: str, text: str) -> bool:
     words = {
         "true": True,
@@ -191,6 +202,7 @@ class Config:
     read_timeout: float = 30.0
     max_connections: int = 1000
     max_buffered_bytes: int = 16 * 1024 * 1024
+    shutdown_delay: float = 0.0
     # [kubernetes]
     namespace: str = "default"
     kubeconfig: str = ""
@@ -215,6 +227,12 @@ class Config:
     # [spool]
     spool_path: str = ""
     spool_max_entries: int = 10000
+    spool_project_share: float = 0.5
+
+    @property
+    def spool_max_per_project(self) -> int:
+        """The most builds of one project the spool holds."""
+        return max(1, int(self.spool_max_entries * self.spool_project_share))
 
     def __attrs_post_init__(self) -> None:
         unlisted = [name for name, _ in self.endpoints if name not in self.hosts]
@@ -293,6 +311,7 @@ _SCHEMA: dict[str, dict[str, Callable[[str, str], Any]]] = {
         "read_timeout": _positive_float,
         "max_connections": _positive_int,
         "max_buffered_bytes": _positive_int,
+        "shutdown_delay": _seconds,
     },
     "kubernetes": {
         "namespace": _namespace,
@@ -316,7 +335,7 @@ _SCHEMA: dict[str, dict[str, Callable[[str, str], Any]]] = {
         "timeout": _positive_float,
         "pull_secret": _secret_name,
     },
-    "spool": {"path": _text, "max_entries": _positive_int},
+    "spool": {"path": _text, "max_entries": _positive_int, "project_share": _share},
 }
 # Command-line overrides: option -> (section, key).
 _OPTIONS = {

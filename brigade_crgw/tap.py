@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -49,6 +50,9 @@ DRAIN_SECONDS = 30.0
 # systemd unit does not restart on it (RestartPreventExitStatus=), since the
 # same configuration would fail again.
 EXIT_CONFIG = 78
+# The exit code when the listening socket cannot be had (a port in use):
+# a supervisor should try again.
+EXIT_LISTEN = 1
 
 
 class ConfigurationError(usage.UsageError):
@@ -131,9 +135,15 @@ class Options(usage.Options):
             # Opened here so that a spool that cannot be opened or read stops
             # the start with one line naming it, before anything listens.
             try:
-                self["spool_file"] = Spool.open(config.spool_path, config.spool_max_entries)
+                self["spool_file"] = Spool.open(
+                    config.spool_path,
+                    config.spool_max_entries,
+                    max_per_project=config.spool_max_per_project,
+                )
             except SpoolError as e:
-                raise usage.UsageError(str(e)) from None
+                # A spool that cannot be read now will not be on a restart:
+                # the configuration's exit code, so systemd does not loop.
+                raise ConfigurationError(str(e)) from None
 
 
 @attr.s(auto_attribs=True)
@@ -164,23 +174,82 @@ class ThreadPoolService(Service):
 
 @attr.s(auto_attribs=True)
 class CleanExitOnTerm(Service):
-    """Makes SIGTERM a clean stop that exits 0.
+    """Makes SIGTERM a clean stop that exits 0, after ``delay`` seconds.
 
     twistd's own handler re-raises the signal after shutdown, so the process
     would end "killed by SIGTERM" (143 in Kubernetes) even when it drained
     every webhook.  The reactor installs its own handlers once it runs, so
     this one is installed just after, in their place.
+
+    For ``delay`` seconds after SIGTERM (``[server] shutdown_delay``) the
+    gateway is not ready but still takes pushes, each connection closed
+    after its answer: load balancers, Services and ingresses go on sending
+    to a stopping replica until their health checks or endpoints catch up.
+    Then it stops listening and finishes the webhooks in flight.  A second
+    SIGTERM ends the delay at once.
+
+    :param stopping: called at SIGTERM (readiness turns 503).
     """
 
     reactor: Any
+    delay: float = 0.0
+    stopping: Callable[[], object] = lambda: None
+    _later: Any = None
 
     def startService(self) -> None:
         super().startService()
         self.reactor.callWhenRunning(signal.signal, signal.SIGTERM, self._stop)
 
     def _stop(self, signum: int, frame: object) -> None:
-        log.info("received SIGTERM: finishing webhooks in flight, then exiting")
-        self.reactor.callFromThread(self.reactor.stop)
+        # A signal handler: the work is done on the reactor's thread.
+        self.reactor.callFromThread(self._begin)
+
+    def _begin(self) -> None:
+        if self._later and self._later.active():
+            log.info("received SIGTERM again: stopping now")
+            self._later.cancel()
+            self.reactor.stop()
+            return
+        if self._later is not None:
+            return  # already stopping
+        self.stopping()
+        if self.delay <= 0:
+            log.info("received SIGTERM: finishing webhooks in flight, then exiting")
+            self._later = False
+            self.reactor.stop()
+            return
+        log.info(
+            "received SIGTERM: not ready; taking webhooks for {delay:g}s more "
+            "([server] shutdown_delay), then finishing those in flight and exiting",
+            delay=self.delay,
+        )
+        self._later = self.reactor.callLater(self.delay, self._end)
+
+    def _end(self) -> None:
+        log.info("shutdown_delay is over: no longer listening; finishing webhooks in flight")
+        self.reactor.stop()
+
+
+class ListeningService(StreamServerEndpointService):
+    """The listener.  Listening is the first thing started, and a failure
+    ends the process at once with one line and exit code 1 (so that systemd
+    or the kubelet restarts it), rather than a gateway running with nothing
+    to listen on."""
+
+    _raiseSynchronously = True
+
+    def __init__(self, endpoint: Any, factory: Any, listen: str) -> None:
+        super().__init__(endpoint, factory)
+        self.listen = listen
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except Exception as e:
+            reason = getattr(e, "socketError", None) or e
+            log.critical("cannot listen on {listen}: {reason}", listen=self.listen, reason=reason)
+            print(f"brigade-crgw: cannot listen on {self.listen}: {reason}", file=sys.stderr)
+            raise SystemExit(EXIT_LISTEN) from None
 
 
 def makeService(options: Options, reactor: Any = reactor) -> IService:
@@ -197,7 +266,9 @@ def makeService(options: Options, reactor: Any = reactor) -> IService:
     )
     spool: Spool | None = options.get("spool_file")
     run = partial(deferToThreadPool, reactor, pool)
-    readiness = Readiness(store.check_access, run, reactor, config.request_timeout)
+    readiness = Readiness(
+        store.check_access, run, reactor, config.request_timeout, warm=projects.warm
+    )
     # Made here and handed to whoever counts.
     metrics = Metrics(lambda: in_flight.count)
     lookups = images.create(config, reactor, store, record=metrics.record_lookup)
@@ -217,6 +288,7 @@ def makeService(options: Options, reactor: Any = reactor) -> IService:
             in_flight,
             screen=gateway.screen,
             budget=BodyBudget(config.max_buffered_bytes),
+            closing=lambda: readiness.stopping,
         ),
         parsePOSTFormSubmission=False,
         # Idle connections (and senders that stall) are closed after this.
@@ -231,21 +303,28 @@ def makeService(options: Options, reactor: Any = reactor) -> IService:
         threads=config.threads,
         pid=os.getpid(),
     )
+    metrics.watch_readiness(lambda: readiness.state()[0], lambda: readiness.kubernetes()[0])
     top = MultiService()
-    CleanExitOnTerm(reactor).setServiceParent(top)
+    CleanExitOnTerm(reactor, config.shutdown_delay, readiness.stop_taking).setServiceParent(top)
     ThreadPoolService(pool, in_flight, reactor).setServiceParent(top)
     readiness.setServiceParent(top)
     if spool is not None:
         # Started after the pool and so stopped before it.
-        drainer = Drainer(spool, store, run, reactor)
+        drainer = Drainer(spool, store, run, reactor, metrics.record_dropped)
         drainer.setServiceParent(top)
         metrics.watch_spool(lambda: drainer.stats)
+        held = spool.max_entries
+
+        def room() -> bool:
+            return drainer.stats.depth + drainer.stats.rejected < held
+
+        readiness.spool_room = room
         log.info("spool {path}: {depth} builds waiting", path=spool.path, depth=spool.depth())
     # Open connections are bounded here; the file limit must not bind first
     # (room is left for the Kubernetes connections, the log and the pool).
     raise_open_files(config.max_connections + config.threads + 64)
     listening = ConnectionLimit(site, config.max_connections)
-    StreamServerEndpointService(
-        serverFromString(reactor, config.listen), listening
+    ListeningService(
+        serverFromString(reactor, config.listen), listening, config.listen
     ).setServiceParent(top)
     return top

@@ -43,6 +43,8 @@ from devtools.outage import Proxy
 from devtools.projects import TOKEN, fresh, project_secret
 from devtools.waiting import until
 
+from .memory import MemoryStore
+
 if TYPE_CHECKING:
     from .conftest import Namespace
 
@@ -177,6 +179,14 @@ def builds(namespace: Namespace) -> dict[str, dict[str, Any]]:
     core, api = namespace.plane.core, namespace.plane.api
     secrets = core.list_namespaced_secret(namespace.name, label_selector="component=build")
     return {s.metadata.name: api.sanitize_for_serialization(s) for s in secrets.items}
+
+
+def acme_store(down: bool = False) -> MemoryStore:
+    """A memory store holding the project acme/app (the builds of
+    :func:`build_for_tag` are its builds)."""
+    store = MemoryStore(down=down)
+    store.put(project_secret("acme/app"))
+    return store
 
 
 def build_for_tag(tag: str) -> dict[str, Any]:

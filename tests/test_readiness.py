@@ -69,7 +69,8 @@ def test_not_ready_until_the_first_check_answers() -> None:
     pending: Deferred[None] = Deferred()
     service, _ = readiness(Check(), run=lambda f: pending)
     code, body = readyz(service)
-    assert (code, body) == (503, {"status": "unavailable", "reason": "not checked yet"})
+    assert (code, body["status"]) == (503, "unavailable")
+    assert body["reason"].startswith("not checked yet")
     pending.callback(None)
     assert readyz(service) == (200, {"status": "ready"})
 
@@ -82,9 +83,9 @@ def test_a_failed_check_is_503_with_its_reason_then_recovers() -> None:
     assert readyz(service)[0] == 200
     check.error = "Kubernetes answered 403 to get secrets"
     clock.advance(5)
-    assert readyz(service) == (
-        503,
-        {"status": "unavailable", "reason": "Kubernetes answered 403 to get secrets"},
+    code, body = readyz(service)
+    assert code == 503 and body["reason"] == (
+        "Kubernetes answered 403 to get secrets; there is no spool to keep pushes in"
     )
     check.error = None
     clock.advance(5)
@@ -108,7 +109,8 @@ def test_no_answer_for_too_long_is_not_ready() -> None:
     assert len(answers) == 2 and readyz(service)[0] == 200
     clock.advance(2 * 5 + 3)
     code, body = readyz(service)
-    assert code == 503 and body["reason"] == "Kubernetes has not answered a check for 18s"
+    assert code == 503
+    assert body["reason"].startswith("Kubernetes has not answered a check for 18s")
     assert len(answers) == 2
     answers[1].callback(None)
     assert readyz(service)[0] == 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+from functools import partial
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -194,3 +195,30 @@ class ServiceTests(SynchronousTestCase):
             self.assertTrue(clock.hasStopped)
         finally:
             signal.signal(signal.SIGTERM, before)
+
+    def test_sigterm_waits_shutdown_delay_while_unready(self) -> None:
+        """With a shutdown delay, SIGTERM at once makes the gateway unready
+        but stops the reactor (and so the listener) only once the delay has
+        passed; a second SIGTERM stops it at once."""
+        for second_term in (False, True):
+            clock = Reactor()
+            told: list[str] = []
+            before = signal.getsignal(signal.SIGTERM)
+            try:
+                CleanExitOnTerm(clock, 10.0, partial(told.append, "stopping")).startService()
+                [(install, args, _)] = clock.whenRunningHooks
+                install(*args)
+                handler = signal.getsignal(signal.SIGTERM)
+                assert callable(handler)
+                handler(signal.SIGTERM, None)
+                self.assertEqual(told, ["stopping"])
+                clock.advance(9.9)
+                self.assertFalse(clock.hasStopped)
+                if second_term:
+                    handler(signal.SIGTERM, None)
+                else:
+                    clock.advance(0.1)
+                self.assertTrue(clock.hasStopped)
+                self.assertEqual(told, ["stopping"])
+            finally:
+                signal.signal(signal.SIGTERM, before)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -16,8 +17,8 @@ import pytest
 from brigade_crgw.delivery.spool import Spool, SpoolError, SpoolFull, drain_once
 from brigade_crgw.kubernetes.store import StoreRejected, StoreUnavailable
 
+from .helpers import acme_store
 from .helpers import build_for_tag as build
-from .memory import MemoryStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -177,7 +178,7 @@ def test_newer_spool_is_refused(path: str) -> None:
 def test_drain_creates_oldest_first_and_removes(path: str) -> None:
     """drain_once creates every waiting build in order and empties the spool."""
     spool = Spool.open(path, 100)
-    store = MemoryStore()
+    store = acme_store()
     order: list[str] = []
     create = store.create_build
     store.create_build = lambda s: order.append(s["metadata"]["name"]) or create(s)  # type: ignore[method-assign]
@@ -194,7 +195,7 @@ def test_drain_after_a_senders_retry_makes_one_build(path: str) -> None:
     """A build the sender's retry already created is found (AlreadyExists),
     removed from the spool, and not made twice."""
     spool = Spool.open(path, 100)
-    store = MemoryStore()
+    store = acme_store()
     spool.put([build("a")])
     assert store.create_build(build("a")) is True  # the retry, through the gateway
     result = drain_once(spool, store)
@@ -206,7 +207,7 @@ def test_drain_stops_when_kubernetes_is_down(path: str) -> None:
     """With Kubernetes unavailable nothing is removed and the failure is reported."""
     spool = Spool.open(path, 100)
     spool.put([build("a"), build("b")])
-    result = drain_once(spool, MemoryStore(down=True))
+    result = drain_once(spool, acme_store(down=True))
     assert isinstance(result.failure, StoreUnavailable)
     assert spool.depth() == 2
 
@@ -214,7 +215,7 @@ def test_drain_stops_when_kubernetes_is_down(path: str) -> None:
 def test_drain_stops_at_the_first_failure(path: str) -> None:
     """Kubernetes failing mid-way leaves the rest for the next time, in order."""
     spool = Spool.open(path, 100)
-    store = MemoryStore()
+    store = acme_store()
     spool.put([build("a"), build("b"), build("c")])
     create = store.create_build
 
@@ -233,7 +234,7 @@ def test_drain_respects_its_limit(path: str) -> None:
     """One drain_once creates at most ``limit`` builds."""
     spool = Spool.open(path, 100)
     spool.put([build(str(i)) for i in range(5)])
-    assert len(drain_once(spool, MemoryStore(), limit=2).created) == 2
+    assert len(drain_once(spool, acme_store(), limit=2).created) == 2
     assert spool.depth() == 3
 
 
@@ -241,7 +242,7 @@ def test_rejected_build_is_kept_out_of_the_queue(path: str) -> None:
     """A build Kubernetes refuses for good is not retried, does not block the
     ones behind it, and stays in the file, marked, with its reason."""
     spool = Spool.open(path, 100)
-    store = MemoryStore()
+    store = acme_store()
     spool.put([build("a"), build("b")])
     create = store.create_build
 
@@ -260,3 +261,41 @@ def test_rejected_build_is_kept_out_of_the_queue(path: str) -> None:
     assert drain_once(spool, store) == type(result)()
     row = sqlite3.connect(path).execute("SELECT name, rejected FROM builds").fetchall()
     assert row == [(build("a")["metadata"]["name"], "Kubernetes answered 422: too large")]
+
+
+def test_one_project_cannot_fill_the_spool(path: str) -> None:
+    """With a per-project share, a project that holds its share gets
+    SpoolFull naming it, while another project's builds still fit."""
+    spool = Spool.open(path, 10, max_per_project=3)
+    spool.put([build("a"), build("b")])
+    spool.put([build("c")])
+    with pytest.raises(SpoolFull, match=r"project brigade-\w+ holds 3 builds .*project_share"):
+        spool.put([build("d")])
+    spool.put([build("c")])  # a retry of a spooled delivery adds nothing, and fits
+    other = build("e")
+    other["metadata"]["labels"]["project"] = "brigade-other"
+    other["metadata"]["name"] = "brigade-worker-other"
+    spool.put([other])
+    assert spool.depth() == 4
+
+
+def test_a_version_1_spool_is_brought_up_to_date(path: str) -> None:
+    """A spool written before the project column keeps its builds, and their
+    projects are read from the builds for the per-project share."""
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE builds (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE, "
+        "queued REAL NOT NULL, secret TEXT NOT NULL, rejected TEXT)"
+    )
+    for tag in "ab":
+        db.execute(
+            "INSERT INTO builds (name, queued, secret) VALUES (?, 1, ?)",
+            (build(tag)["metadata"]["name"], json.dumps(build(tag))),
+        )
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    spool = Spool.open(path, 10, max_per_project=2)
+    assert [e.secret for e in spool.peek(5)] == [build("a"), build("b")]
+    with pytest.raises(SpoolFull, match="holds 2 builds"):
+        spool.put([build("c")])

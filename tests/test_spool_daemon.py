@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -269,7 +270,7 @@ def test_sigkill_right_after_the_spool_write(rig: Rig) -> None:
 def test_full_spool_is_503(rig: Rig) -> None:
     """With the spool full a webhook is answered 503 with Retry-After and
     nothing is stored; the builds that fit are created once Kubernetes is back."""
-    rig.start(spool={"max_entries": 2})
+    rig.start(spool={"max_entries": 2, "project_share": 1})
     assert rig.push(3).status == 200  # the gateway knows the project
     rig.proxy.set(REFUSE)
     first, second = rig.push(0), rig.push(1)
@@ -298,19 +299,107 @@ def test_spooled_delivery_retried_after_recovery_is_one_build(rig: Rig) -> None:
     assert rig.builds_by_push() == {0: _names(queued), 1: _names(known)}
 
 
-def test_unreadable_spool_refuses_to_start(tmp_path: Path, namespace: Namespace) -> None:
-    """A spool file that is not SQLite stops the daemon at start with a
-    non-zero exit and one line naming the file; the file is left as it was."""
+def _unreadable_row(spool: Path) -> None:
+    from brigade_crgw.delivery.spool import Spool
+
+    Spool.open(str(spool), 10).close()
+    db = sqlite3.connect(spool)
+    db.execute("INSERT INTO builds (name, queued, secret) VALUES ('b', 1, 'not json')")
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        ("not sqlite", "cannot read the spool"),
+        ("unreadable row", "holds an unreadable entry"),
+        ("no directory", "No such file or directory"),
+    ],
+)
+def test_spool_problem_at_start_is_one_line_and_78(
+    tmp_path: Path, namespace: Namespace, damage: str, says: str
+) -> None:
+    """A spool that cannot be used (not SQLite, a row that cannot be read, a
+    directory that does not exist) stops the daemon at start with exit code
+    78 (systemd does not restart it) and one line naming the file, without
+    twistd's usage text; what the file holds is left as it was."""
     spool = tmp_path / "spool.sqlite"
-    spool.write_bytes(b"precious, but not a database\n" * 50)
+    if damage == "not sqlite":
+        spool.write_bytes(b"precious, but not a database\n" * 50)
+    elif damage == "unreadable row":
+        _unreadable_row(spool)
+    else:
+        spool = tmp_path / "nowhere" / "spool.sqlite"
+    before = spool.read_bytes() if damage == "not sqlite" else None
     with pytest.raises(RuntimeError) as raised:
         gateway_process.start(
             tmp_path, namespace.name, namespace.gateway_kubeconfig, {"spool": {"path": spool}}
         )
-    lines = [line for line in str(raised.value).splitlines() if str(spool) in line]
-    assert lines and "cannot read the spool" in lines[0], raised.value
-    assert "Traceback" not in str(raised.value)
-    assert spool.read_bytes().startswith(b"precious")
+    output = str(raised.value)
+    assert "the gateway exited with 78:" in output, output
+    lines = [line for line in output.splitlines() if str(spool) in line]
+    assert len(lines) == 1 and says in lines[0], output
+    assert lines[0].startswith("brigade-crgw: "), output
+    assert "Usage:" not in output and "Traceback" not in output, output
+    if damage == "not sqlite":
+        assert spool.read_bytes() == before
+    elif damage == "unreadable row":
+        assert sqlite3.connect(spool).execute("SELECT secret FROM builds").fetchall() == [
+            ("not json",)
+        ]
+    else:
+        assert not spool.parent.exists()
+
+
+def _post_to(rig: Rig, project: str, n: int) -> gateway_process.Answer:
+    assert rig.gateway is not None
+    return rig.gateway.post(
+        f"/events/webhook/{project}?token={TOKEN}", fresh(DOCKERHUB, rig.base + n)
+    )
+
+
+def test_builds_of_a_deleted_project_are_dropped(rig: Rig, namespace: Namespace) -> None:
+    """Builds spooled for a project that is deleted before Kubernetes comes
+    back are not created: the drainer drops them with a log line naming
+    each, and brigade_crgw_spool_dropped_total counts them."""
+    from brigade_crgw.brigade import project_id
+
+    core = namespace.plane.core
+    core.create_namespaced_secret(namespace.name, project_secret("acme/gone"))
+    rig.start()
+    assert _post_to(rig, "acme/gone", 0).status == 200  # the gateway knows it
+    rig.proxy.set(REFUSE)
+    queued = [_post_to(rig, "acme/gone", n) for n in (1, 2)]
+    assert [a.status for a in queued] == [202, 202], [a.body for a in queued]
+    core.delete_namespaced_secret(project_id("acme/gone"), namespace.name)
+    rig.proxy.set(FORWARD)
+    rig.wait_for_metric("brigade_crgw_spool_dropped_total", 2, timeout=30)
+    rig.wait_for_metric("brigade_crgw_spool_depth", 0)
+    assert set(rig.builds_by_push()) == {0}
+    log = rig.gateway.log() if rig.gateway else ""
+    for answer in queued:
+        (name,) = _names(answer)
+        assert f"dropped spooled build {name}: its project {project_id('acme/gone')}" in log
+
+
+def test_one_project_cannot_fill_the_spool(rig: Rig, namespace: Namespace) -> None:
+    """With [spool] project_share, a project that filled its share of the
+    spool gets 503 while another project's pushes are still spooled (202);
+    the spool's depth shows within seconds, backing off or not."""
+    namespace.plane.core.create_namespaced_secret(namespace.name, project_secret("acme/other"))
+    rig.start(spool={"max_entries": 4, "project_share": 0.5})
+    assert rig.push(0).status == 200 and _post_to(rig, "acme/other", 1).status == 200
+    rig.proxy.set(REFUSE)
+    first, second, third = rig.push(2), rig.push(3), rig.push(4)
+    assert (first.status, second.status) == (202, 202)
+    assert third.status == 503 and third.json()["status"] == "unavailable", third.body
+    other = _post_to(rig, "acme/other", 5)
+    assert other.status == 202, other.body
+    rig.wait_for_metric("brigade_crgw_spool_depth", 3, timeout=5)
+    rig.proxy.set(FORWARD)
+    found = rig.wait_for_builds(5)
+    assert set(found) == {0, 1, 2, 3, 5}
 
 
 def test_kubernetes_refusal_is_422_and_never_spooled(rig: Rig, namespace: Namespace) -> None:

@@ -3,8 +3,9 @@
 Every second (or at once, while a batch came out whole) it runs
 :func:`~brigade_crgw.delivery.spool.drain_once` on the gateway's thread pool; while
 Kubernetes stays unavailable it waits longer between attempts (jittered, up
-to 30 s).  It also refreshes the spool's figures for ``GET /metrics``, so the
-reactor never reads the file itself.
+to 30 s).  Every second, whatever the drain is doing, it also refreshes the
+spool's figures for ``GET /metrics`` and ``/readyz``, so the reactor never
+reads the file itself.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Any
 
 import attr
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ..kubernetes.store import StoreForbidden
@@ -34,27 +36,55 @@ class Drainer(Service):
     """Drains ``spool`` into ``store`` through ``run`` (the thread pool).
 
     :param clock: the reactor, for timers.
+    :param dropped: told how many builds were dropped because their
+        project is gone (a metric counts them).
     """
 
     spool: Spool
     store: BuildStore
     run: Runner
     clock: IReactorTime
+    dropped: Callable[[int], object] = lambda count: None
     stats: SpoolStats = attr.ib(factory=SpoolStats)
     _failures: int = 0
     _timer: IDelayedCall | None = None
     _busy: Deferred[None] | None = None
+    _figures: LoopingCall | None = None
+    _reading: Deferred[None] | None = None
 
     def startService(self) -> None:
         super().startService()
         self._schedule(0)
+        self._figures = LoopingCall(self._refresh)
+        self._figures.clock = self.clock
+        self._figures.start(TICK, now=False)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
+        if self._figures is not None and self._figures.running:
+            self._figures.stop()
         # The pool must not stop under a trip in progress.
-        return self._busy if self._busy is not None else succeed(None)
+        busy = [d for d in (self._busy, self._reading) if d is not None]
+        return gatherResults(busy).addCallback(lambda _: None)
+
+    def _refresh(self) -> None:
+        """The figures, read on the pool; skipped while the last read runs."""
+        if self._reading is not None and not self._reading.called:
+            return
+
+        def read() -> SpoolStats:
+            return SpoolStats(self.spool.depth(), self.spool.oldest_age(), self.spool.rejected())
+
+        def got(stats: SpoolStats) -> None:
+            self.stats = stats
+
+        def failed(failure: Any) -> None:
+            if not failure.check(SpoolError):
+                log.failure("reading the spool's figures failed unexpectedly", failure)
+
+        self._reading = self.run(read).addCallbacks(got, failed)
 
     def _schedule(self, delay: float) -> None:
         if self.running:
@@ -81,6 +111,14 @@ class Drainer(Service):
             log.info("drained spooled build {build}: created", build=name)
         for name in drained.existed:
             log.info("drained spooled build {build}: it already existed", build=name)
+        for name, project in drained.dropped:
+            log.warn(
+                "dropped spooled build {build}: its project {project} no longer exists",
+                build=name,
+                project=project,
+            )
+        if drained.dropped:
+            self.dropped(len(drained.dropped))
         for name, reason in drained.rejected:
             log.error(
                 "Kubernetes refused spooled build {build} for good; it stays in the spool "

@@ -29,17 +29,25 @@ import attr
 
 from ..kubernetes.store import StoreRejected, StoreUnavailable
 
-# Bumped when the table changes; a file from a newer gateway is refused.
-SCHEMA_VERSION = 1
+# Bumped when the table changes; a file from a newer gateway is refused,
+# one from an older gateway is brought up to date.
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS builds (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL UNIQUE,
     queued REAL NOT NULL,
     secret TEXT NOT NULL,
-    rejected TEXT
+    rejected TEXT,
+    project TEXT NOT NULL DEFAULT ''
 )
 """
+# Version 1 had no project column: it is read from each build's labels.
+_TO_2 = (
+    "ALTER TABLE builds ADD COLUMN project TEXT NOT NULL DEFAULT ''",
+    "UPDATE builds SET project = coalesce(json_extract(secret, '$.metadata.labels.project'), '')",
+)
+_INDEX = "CREATE INDEX IF NOT EXISTS builds_project ON builds (project)"
 
 
 class SpoolError(Exception):
@@ -47,7 +55,8 @@ class SpoolError(Exception):
 
 
 class SpoolFull(Exception):
-    """The spool holds ``max_entries`` builds; nothing was written."""
+    """The spool holds ``max_entries`` builds, or the project its share of
+    them; nothing was written."""
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -73,16 +82,25 @@ class Spool:
     :param path: the file.
     :param max_entries: the most builds it holds (rejected ones included).
     :param clock: seconds since the epoch, for the entries' ages.
+    :param max_per_project: the most builds of one project it holds, so
+        that one project cannot fill it for all the others.
     """
 
     path: str
     max_entries: int
     _db: sqlite3.Connection
     clock: Callable[[], float] = time.time
+    max_per_project: int | None = None
     _lock: threading.Lock = attr.ib(factory=threading.Lock)
 
     @classmethod
-    def open(cls, path: str, max_entries: int, clock: Callable[[], float] = time.time) -> Spool:
+    def open(
+        cls,
+        path: str,
+        max_entries: int,
+        clock: Callable[[], float] = time.time,
+        max_per_project: int | None = None,
+    ) -> Spool:
         """Open (creating if needed) the spool at ``path`` and check that it
         can be read.
 
@@ -109,6 +127,11 @@ class Spool:
                     f"(version {version}; this one reads {SCHEMA_VERSION})"
                 )
             db.execute(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(builds)")}
+            if "project" not in columns:
+                for statement in _TO_2:
+                    db.execute(statement)
+            db.execute(_INDEX)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             # Read every entry once: a spool whose builds cannot be read
             # must stop the gateway now, not be found out while draining.
@@ -120,7 +143,7 @@ class Spool:
         except SpoolError:
             db.close()
             raise
-        return cls(path, max_entries, db, clock)
+        return cls(path, max_entries, db, clock, max_per_project)
 
     def close(self) -> None:
         with self._lock:
@@ -137,18 +160,26 @@ class Spool:
         """
         now = self.clock()
         rows = [
-            (str(s["metadata"]["name"]), now, json.dumps(s, separators=(",", ":"))) for s in secrets
+            (
+                str(s["metadata"]["name"]),
+                now,
+                json.dumps(s, separators=(",", ":")),
+                str(s["metadata"].get("labels", {}).get("project", "")),
+            )
+            for s in secrets
         ]
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    known = self._count_named([name for name, _, _ in rows])
+                    new = len(rows) - self._count_named([row[0] for row in rows])
                     total = self._db.execute("SELECT count(*) FROM builds").fetchone()[0]
-                    if total + len(rows) - known > self.max_entries:
+                    if total + new > self.max_entries:
                         raise SpoolFull(f"the spool holds {total} of {self.max_entries} builds")
+                    self._check_share(rows, new)
                     self._db.executemany(
-                        "INSERT OR IGNORE INTO builds (name, queued, secret) VALUES (?, ?, ?)",
+                        "INSERT OR IGNORE INTO builds (name, queued, secret, project) "
+                        "VALUES (?, ?, ?, ?)",
                         rows,
                     )
                 except BaseException:
@@ -157,6 +188,20 @@ class Spool:
                 self._db.execute("COMMIT")
             except sqlite3.Error as e:
                 raise SpoolError(f"cannot write the spool {self.path}: {e}") from None
+
+    def _check_share(self, rows: list[tuple[str, float, str, str]], new: int) -> None:
+        """:raises SpoolFull: when the webhook's project would pass its share."""
+        if self.max_per_project is None or not new:
+            return
+        project = rows[0][3]  # one webhook, one project
+        held = self._db.execute(
+            "SELECT count(*) FROM builds WHERE project = ?", (project,)
+        ).fetchone()[0]
+        if held + new > self.max_per_project:
+            raise SpoolFull(
+                f"project {project} holds {held} builds in the spool, its share of "
+                f"{self.max_per_project} ([spool] project_share)"
+            )
 
     def _count_named(self, names: list[str]) -> int:
         marks = ",".join("?" * len(names))
@@ -238,6 +283,8 @@ class BuildStore(Protocol):
 
     def create_build(self, secret: Mapping[str, Any]) -> bool: ...
 
+    def get_project(self, project_id: str, timeout: float | None = None) -> object | None: ...
+
 
 @attr.s(frozen=True, auto_attribs=True)
 class Drained:
@@ -247,33 +294,50 @@ class Drained:
     :param existed: builds Kubernetes already had (a sender's retry won).
     :param rejected: (name, reason) of builds Kubernetes refused for good.
     :param failure: why it stopped early (Kubernetes unavailable), or None.
+    :param dropped: (name, project) of builds whose project no longer exists.
     """
 
     created: tuple[str, ...] = ()
     existed: tuple[str, ...] = ()
     rejected: tuple[tuple[str, str], ...] = ()
     failure: StoreUnavailable | None = None
+    dropped: tuple[tuple[str, str], ...] = ()
 
 
 def drain_once(spool: Spool, store: BuildStore, limit: int = 50) -> Drained:
     """Create up to ``limit`` spooled builds, oldest first, removing each
-    once Kubernetes has it.  Stops at the first sign that Kubernetes is
-    unavailable; the entries not done stay for the next time.
+    once Kubernetes has it.  A build whose project was deleted meanwhile is
+    removed without being created (each project is asked once per call).
+    Stops at the first sign that Kubernetes is unavailable; the entries not
+    done stay for the next time.
 
     :raises SpoolError: when the spool cannot be read or written.
     """
     created: list[str] = []
     existed: list[str] = []
     rejected: list[tuple[str, str]] = []
+    dropped: list[tuple[str, str]] = []
+    projects: dict[str, bool] = {}
+
+    def done(failure: StoreUnavailable | None = None) -> Drained:
+        return Drained(tuple(created), tuple(existed), tuple(rejected), failure, tuple(dropped))
+
     for entry in spool.peek(limit):
+        project = str(entry.secret["metadata"].get("labels", {}).get("project", ""))
         try:
+            if project and project not in projects:
+                projects[project] = store.get_project(project) is not None
+            if project and not projects[project]:
+                spool.remove(entry)
+                dropped.append((entry.name, project))
+                continue
             new = store.create_build(entry.secret)
         except StoreRejected as e:
             spool.reject(entry, str(e))
             rejected.append((entry.name, str(e)))
             continue
         except StoreUnavailable as e:
-            return Drained(tuple(created), tuple(existed), tuple(rejected), e)
+            return done(e)
         spool.remove(entry)
         (created if new else existed).append(entry.name)
-    return Drained(tuple(created), tuple(existed), tuple(rejected))
+    return done()

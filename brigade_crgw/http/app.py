@@ -199,8 +199,8 @@ class Gateway:
 
     @app.route("/readyz", methods=["GET", "HEAD"])
     def readyz(self, request: IRequest) -> bytes:
-        """200 while Kubernetes answers and the project Secrets can be read;
-        503 with the reason otherwise (a readiness probe's question)."""
+        """200 while a push can be taken safely (:class:`.Readiness`); 503
+        otherwise (a readiness probe's, or a load balancer's, question)."""
         ready, reason = self.ready()
         if ready:
             return write_json(request, 200, {"status": "ready"})

@@ -49,6 +49,7 @@ class Metrics:
     _builds: Counter = attr.ib(init=False)
     _duration: Histogram = attr.ib(init=False)
     _lookups: Counter = attr.ib(init=False)
+    _dropped: Counter | None = attr.ib(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
@@ -103,6 +104,31 @@ class Metrics:
             "Spooled builds Kubernetes refused for good.",
             registry=registry,
         ).set_function(lambda: spool().rejected)
+        self._dropped = Counter(
+            "brigade_crgw_spool_dropped",
+            "Spooled builds dropped, not created, because their project was deleted.",
+            registry=registry,
+        )
+
+    def record_dropped(self, count: int) -> None:
+        """Count spooled builds dropped because their project is gone."""
+        if self._dropped is not None:
+            self._dropped.inc(count)
+
+    def watch_readiness(self, ready: Callable[[], bool], kubernetes: Callable[[], bool]) -> None:
+        """Serve whether the gateway is ready (``/readyz``) and, apart from
+        that, whether Kubernetes answered its last check."""
+        Gauge(
+            "brigade_crgw_ready",
+            "1 while /readyz says ready: the gateway can take a push safely.",
+            registry=self.registry,
+        ).set_function(lambda: 1.0 if ready() else 0.0)
+        Gauge(
+            "brigade_crgw_kubernetes_up",
+            "1 while Kubernetes answers the readiness check (and the project Secrets "
+            "can be read), 0 while it does not.",
+            registry=self.registry,
+        ).set_function(lambda: 1.0 if kubernetes() else 0.0)
 
     def record(self, registry: str, code: int, builds: int, duration: float) -> None:
         """Count one answered webhook."""

@@ -100,6 +100,7 @@ class BoundedRequest(Request):
     in_flight: InFlight | None = None
     screen: Screen | None = None
     budget: BodyBudget | None = None
+    closing: Callable[[], bool] | None = None
     refused = False
     _held = 0
     _lost = False
@@ -136,6 +137,11 @@ class BoundedRequest(Request):
         # by max_body and the budget.
         self.content = BytesIO()
         self._length = length
+        if self.closing is not None and self.closing():
+            # Stopping: this answer ends its connection, so that no sender
+            # (or balancer) sends the next request down it while it closes.
+            self.channel.persistent = False
+            self.responseHeaders.setRawHeaders(b"connection", [b"close"])
         if length is not None and length > self.max_body:
             self._refuse(413, "Payload Too Large", f"the body may be at most {self.max_body} bytes")
             return
@@ -253,11 +259,13 @@ def bounded_request(
     in_flight: InFlight | None = None,
     screen: Screen | None = None,
     budget: BodyBudget | None = None,
+    closing: Callable[[], bool] | None = None,
 ) -> type[BoundedRequest]:
     """A :class:`BoundedRequest` class with these limits, for a ``Site``;
     with ``in_flight``, shutdown waits for requests still arriving; with
     ``screen``, a request is judged on its headers before its body is read;
-    with ``budget``, the bodies held at once are bounded."""
+    with ``budget``, the bodies held at once are bounded; while ``closing``
+    says so, each connection is closed after its answer."""
     return type(
         "BoundedRequest",
         (BoundedRequest,),
@@ -268,5 +276,6 @@ def bounded_request(
             "in_flight": in_flight,
             "screen": staticmethod(screen) if screen is not None else None,
             "budget": budget,
+            "closing": staticmethod(closing) if closing is not None else None,
         },
     )

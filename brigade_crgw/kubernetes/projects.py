@@ -40,6 +40,13 @@ class ProjectCache:
     clock: Callable[[], float] = time.monotonic
     _entries: dict[str, tuple[float, Project | None]] = attr.ib(factory=dict, init=False)
     _lock: threading.Lock = attr.ib(factory=threading.Lock, init=False)
+    _warm: bool = attr.ib(default=False, init=False)
+
+    def warm(self) -> bool:
+        """Whether a project has been read since the start: while Kubernetes
+        is away, the gateway can then check that project's tokens and spool
+        its builds (readiness asks this)."""
+        return self._warm
 
     def known(self, project_id: str) -> Project | None:
         """The project as last read, however long ago, without asking the
@@ -59,6 +66,7 @@ class ProjectCache:
             failures are not cached.
         """
         if self.seconds <= 0:
+            # Nothing is kept, so nothing can be used in an outage: never warm.
             return self.store.get_project(project_id, timeout)
         now = self.clock()
         with self._lock:
@@ -76,6 +84,8 @@ class ProjectCache:
                 self._entries[project_id] = (now + self.seconds, entry[1])
             return entry[1]
         expires = now + (self.seconds if project is not None else self.miss_seconds)
+        if project is not None:
+            self._warm = True
         with self._lock:
             self._entries.pop(project_id, None)
             while len(self._entries) >= MAX_ENTRIES:
