@@ -285,6 +285,16 @@ def _tcp(local_port: int, remote_port: int) -> tuple[int, int] | None:
     return None
 
 
+def established(port: int) -> int:
+    """How many connections the gateway listening on ``port`` has open now."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and int(fields[3], 16) == _ESTABLISHED:
+            count += 1
+    return count
+
+
 def wait_read(sender: socket.socket, timeout: float = 30.0) -> None:
     """Until the gateway has read everything ``sender`` sent it (its socket's
     receive queue is empty): the gateway's reactor has taken those bytes in."""

@@ -22,9 +22,10 @@ from brigade_crgw.brigade import project_id
 from devtools import gateway as gateway_process
 from devtools.outage import FORWARD, HANG, Proxy, proxied_kubeconfig
 from devtools.projects import TOKEN, fresh, project_secret
+from devtools.waiting import until
 
 from .conftest import Namespace
-from .helpers import BEARER, DOCKERHUB, read_all
+from .helpers import BEARER, DOCKERHUB, established, read_all
 from .helpers import body as payload_body
 
 pytestmark = pytest.mark.integration
@@ -253,7 +254,7 @@ def test_slow_sender_gets_408_while_others_are_served(gateway: gateway_process.D
     )
     started = time.monotonic()
     slow.start()
-    time.sleep(0.5)
+    until(lambda: established(gateway.port), "the slow sender's connection")
     assert gateway.request("GET", "/healthz").status == 200
     slow.join(15)
     assert result["answer"].startswith(b"HTTP/1.1 408 ")
@@ -453,7 +454,7 @@ def test_in_flight_bound(namespace: Namespace, tmp_path: Path) -> None:
         proxy.set(HANG)
         waiting = threading.Thread(target=lambda: process.post(GOOD, DOCKERHUB, BEARER))
         waiting.start()
-        time.sleep(0.5)
+        process.wait_in_flight(1)
         started = time.monotonic()
         answer = process.post(GOOD, DOCKERHUB, BEARER)
         assert time.monotonic() - started < 1

@@ -10,7 +10,6 @@ import os
 import shlex
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from devtools.outage import FORWARD, HANG, Proxy, proxied_kubeconfig
 from devtools.projects import TOKEN, fresh, project_secret
 
 from .conftest import Namespace
-from .helpers import DOCKERHUB, read_all
+from .helpers import DOCKERHUB, ends, read_all, wait_hung_up, wait_read
 from .helpers import body as payload_body
 
 pytestmark = pytest.mark.integration
@@ -74,25 +73,28 @@ def test_connections_and_buffered_bytes_are_bounded(namespace: Namespace, tmp_pa
     signed = "X-Hub-Signature-256: sha256=" + "0" * 64 + "\r\n"
     try:
         held = [socket.create_connection(("127.0.0.1", process.port)) for _ in range(4)]
-        time.sleep(0.3)
+        # No wait: the gateway accepts connections in the order they came,
+        # so it has counted these four when it takes the fifth.
         with socket.create_connection(("127.0.0.1", process.port), timeout=10) as s:
             answer = read_all(s)
         assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
         assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["status"] == "unavailable"
+        hung_up = [ends(s) for s in held]
         for s in held:
             s.close()
-        time.sleep(0.3)
+        wait_hung_up(hung_up)
         # Two signed bodies of 30,000 bytes cannot both be held under 50,000.
         first = socket.create_connection(("127.0.0.1", process.port), timeout=10)
         first.sendall(head(GOOD, 30_000, signed) + b"{")
-        time.sleep(0.5)
+        wait_read(first)
         with socket.create_connection(("127.0.0.1", process.port), timeout=10) as s:
             s.sendall(head(GOOD, 30_000, signed) + b"{")
             answer = read_all(s)
         assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
         assert b"request bodies" in answer
+        hung_up = [ends(first)]
         first.close()
-        time.sleep(0.3)
+        wait_hung_up(hung_up)
         ok = process.post(GOOD, fresh(DOCKERHUB, 7000), {"Authorization": f"Bearer {TOKEN}"})
         assert ok.status == 200, ok.body
     finally:
@@ -191,16 +193,15 @@ def test_abandoned_batch_keeps_its_slots(namespace: Namespace, tmp_path: Path) -
         batch = json.dumps(quay).encode()
         with socket.create_connection(("127.0.0.1", process.port), timeout=10) as s:
             s.sendall(head(GOOD, len(batch), f"Authorization: Bearer {TOKEN}\r\n") + batch)
-            time.sleep(0.5)
+            process.wait_in_flight(1)
+            hung_up = [ends(s)]
         # The sender is gone; its work goes on and holds the one slot.
-        time.sleep(0.5)
+        wait_hung_up(hung_up)
         answer = process.post(GOOD, fresh(DOCKERHUB, 7202), {"Authorization": f"Bearer {TOKEN}"})
         assert answer.status == 503, answer.body
         assert "in flight" in answer.json()["reason"]
         proxy.set(FORWARD)
-        deadline = time.monotonic() + 15
-        while "code=499" not in process.log() and time.monotonic() < deadline:
-            time.sleep(0.2)
+        process.wait_log("code=499")
         [abandoned] = [line for line in process.log().splitlines() if "code=499" in line]
         assert abandoned.count("brigade-worker-") == 10, abandoned
         after = process.post(GOOD, fresh(DOCKERHUB, 7203), {"Authorization": f"Bearer {TOKEN}"})
