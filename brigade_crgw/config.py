@@ -203,6 +203,7 @@ class Config:
     max_connections: int = 1000
     max_buffered_bytes: int = 16 * 1024 * 1024
     shutdown_delay: float = 0.0
+    drain_seconds: float = 30.0
     # [kubernetes]
     namespace: str = "default"
     kubeconfig: str = ""
@@ -312,6 +313,7 @@ _SCHEMA: dict[str, dict[str, Callable[[str, str], Any]]] = {
         "max_connections": _positive_int,
         "max_buffered_bytes": _positive_int,
         "shutdown_delay": _seconds,
+        "drain_seconds": _positive_float,
     },
     "kubernetes": {
         "namespace": _namespace,

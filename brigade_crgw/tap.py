@@ -13,15 +13,17 @@ import socket
 import sys
 from collections.abc import Callable
 from functools import partial
+from threading import Thread
 from typing import Any
 
 import attr
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
@@ -31,12 +33,13 @@ from twisted.web.server import Site
 from .config import Config, ConfigError
 from .delivery import images
 from .delivery.drainer import Drainer
+from .delivery.outage import Drain
 from .delivery.pipeline import Pipeline
 from .delivery.spool import Spool, SpoolError
 from .http.accesslog import access_log_formatter
 from .http.app import Gateway
 from .http.connections import ConnectionLimit, raise_open_files
-from .http.inflight import InFlight
+from .http.inflight import FLUSH_SECONDS, InFlight
 from .http.metrics import Metrics
 from .http.readiness import Readiness
 from .http.requests import BodyBudget, bounded_request
@@ -44,8 +47,11 @@ from .kubernetes.projects import ProjectCache
 from .kubernetes.store import KubeStore, StoreConfigError, load_api_client
 
 log = Logger()
-# How long shutdown waits for webhooks in flight before stopping anyway.
-DRAIN_SECONDS = 30.0
+# The part of [server] drain_seconds kept, at the end, for answers to leave
+# and for the webhooks whose work could not end in time to be told 503.
+DRAIN_MARGIN = 2.0
+# How long the pool's threads are waited for once no webhook needs them.
+JOIN_SECONDS = 2.0
 # The exit code of a configuration error (EX_CONFIG in sysexits.h): the
 # systemd unit does not restart on it (RestartPreventExitStatus=), since the
 # same configuration would fail again.
@@ -146,14 +152,49 @@ class Options(usage.Options):
                 raise ConfigurationError(str(e)) from None
 
 
+class DaemonThreadPool(ThreadPool):
+    """A thread pool whose threads never hold the process up at exit: one
+    still inside a Kubernetes call when the drain is over is abandoned."""
+
+    threadFactory = staticmethod(partial(Thread, daemon=True))  # type: ignore[assignment]
+
+
+def _on_own_thread(reactor: Any, f: Callable[[], None]) -> Deferred[None]:
+    """``f()`` on a daemon thread of its own (not the reactor's pool, which
+    the reactor joins at exit); fires on the reactor when it returns."""
+    done: Deferred[None] = Deferred()
+
+    def run() -> None:
+        f()
+        reactor.callFromThread(done.callback, None)
+
+    Thread(target=run, name="brigade-crgw-stop", daemon=True).start()
+    return done
+
+
 @attr.s(auto_attribs=True)
 class ThreadPoolService(Service):
     """Runs the thread pool between start and stop; on stop, first lets the
-    webhooks in flight finish (the listener has stopped taking new ones)."""
+    webhooks in flight finish (the listener has stopped taking new ones).
+
+    The drain has a deadline (:attr:`seconds`): the pipeline is told it
+    (:class:`~brigade_crgw.delivery.outage.Drain`), so that no Kubernetes
+    call or registry lookup outlives it; at it, any webhook still waiting is
+    answered 503 (:attr:`give_up`).  The pool's threads are then joined on
+    a thread of its own, never on the reactor's: a pool thread may be
+    waiting for the reactor (a lookup), which must keep turning.
+
+    :param off_reactor: runs a blocking call on another thread; tests pass
+        ``maybeDeferred``.
+    """
 
     pool: ThreadPool
     in_flight: InFlight
     clock: IReactorTime
+    drain: Drain = attr.ib(factory=Drain)
+    seconds: float = 30.0
+    give_up: Callable[[], int] = lambda: 0
+    off_reactor: Callable[[Callable[[], None]], Deferred[None]] | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -161,15 +202,35 @@ class ThreadPoolService(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        self.drain.begin(max(0.0, self.seconds - min(DRAIN_MARGIN, self.seconds / 4)))
         drained = self.in_flight.drained()
-        drained.addTimeout(DRAIN_SECONDS, self.clock)
+        drained.addTimeout(self.seconds, self.clock)
+        drained.addErrback(self._deadline)
+        return drained.addCallback(self._stop_pool)
 
-        def stop(result: Any) -> None:
-            if self.in_flight.count:
-                log.warn("stopping with {count} webhooks unanswered", count=self.in_flight.count)
-            self.pool.stop()
+    def _deadline(self, failure: Any) -> Deferred[None]:
+        failure.trap(TimeoutError)
+        told = self.give_up()
+        log.warn(
+            "drain_seconds ({seconds:g}) is over: {told} webhooks told 503, "
+            "{count} still held a slot",
+            seconds=self.seconds,
+            told=told,
+            count=self.in_flight.count,
+        )
+        # Give those answers a moment to leave, as a drained one would have.
+        return deferLater(self.clock, FLUSH_SECONDS, lambda: None)
 
-        return drained.addBoth(stop)
+    def _stop_pool(self, _: object) -> Deferred[None]:
+        off = self.off_reactor or partial(_on_own_thread, self.clock)
+        stopped = off(self.pool.stop)
+        stopped.addTimeout(JOIN_SECONDS, self.clock)
+
+        def late(failure: Any) -> None:
+            failure.trap(TimeoutError)
+            log.warn("a pool thread is still busy; exiting without it")
+
+        return stopped.addErrback(late)
 
 
 @attr.s(auto_attribs=True)
@@ -258,7 +319,8 @@ def makeService(options: Options, reactor: Any = reactor) -> IService:
     :param reactor: the reactor to run on; the global one by default.
     """
     config: Config = options["parsed"]
-    pool = ThreadPool(minthreads=1, maxthreads=config.threads, name="brigade-crgw")
+    pool = DaemonThreadPool(minthreads=1, maxthreads=config.threads, name="brigade-crgw")
+    drain = Drain()
     in_flight = InFlight(config.max_in_flight, reactor)
     store = KubeStore(options["api"], config.namespace, config.request_timeout)
     projects = ProjectCache(
@@ -271,9 +333,9 @@ def makeService(options: Options, reactor: Any = reactor) -> IService:
     )
     # Made here and handed to whoever counts.
     metrics = Metrics(lambda: in_flight.count)
-    lookups = images.create(config, reactor, store, record=metrics.record_lookup)
+    lookups = images.create(config, reactor, store, record=metrics.record_lookup, drain=drain)
     gateway = Gateway(
-        Pipeline(config, projects, store, lookups, spool),
+        Pipeline(config, projects, store, lookups, spool, drain=drain),
         run,
         in_flight,
         ready=readiness.state,
@@ -306,11 +368,13 @@ def makeService(options: Options, reactor: Any = reactor) -> IService:
     metrics.watch_readiness(lambda: readiness.state()[0], lambda: readiness.kubernetes()[0])
     top = MultiService()
     CleanExitOnTerm(reactor, config.shutdown_delay, readiness.stop_taking).setServiceParent(top)
-    ThreadPoolService(pool, in_flight, reactor).setServiceParent(top)
+    ThreadPoolService(
+        pool, in_flight, reactor, drain, config.drain_seconds, gateway.give_up
+    ).setServiceParent(top)
     readiness.setServiceParent(top)
     if spool is not None:
         # Started after the pool and so stopped before it.
-        drainer = Drainer(spool, store, run, reactor, metrics.record_dropped)
+        drainer = Drainer(spool, store, run, reactor, metrics.record_dropped, drain=drain)
         drainer.setServiceParent(top)
         metrics.watch_spool(lambda: drainer.stats)
         held = spool.max_entries

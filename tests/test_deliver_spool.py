@@ -15,6 +15,7 @@ from twisted.logger import LogLevel, globalLogPublisher
 from brigade_crgw.answers import Refusal, Target, Trace, Webhook
 from brigade_crgw.brigade import project_id
 from brigade_crgw.config import Config
+from brigade_crgw.delivery.outage import Drain
 from brigade_crgw.delivery.pipeline import Pipeline
 from brigade_crgw.delivery.spool import Spool
 from brigade_crgw.kubernetes.projects import ProjectCache
@@ -257,3 +258,29 @@ def test_after_a_long_outage_webhooks_go_to_the_spool_quickly(
     assert deliver(webhook(3), Trace()).code == 200
     store.failures = 2  # a new, short blip is ridden out again
     assert deliver(webhook(4), Trace()).code == 200
+
+
+def test_the_drain_deadline_cuts_the_retries(memory: MemoryStore, spool: Spool) -> None:
+    """Once shutdown's drain has 3 s left, an outage is retried for those
+    3 s only (each call cut to what is left), then the builds are spooled."""
+    t = Time()
+    store = Flaky(memory)
+    p = attr.evolve(pipeline(store, t, spool), drain=Drain(t.clock))
+    p.drain.begin(3)
+    outcome = p.deliver(webhook(), Trace())
+    assert outcome.code == 202 and spool.depth() == 1
+    assert t.now - 1000 <= 3
+    assert all(timeout is not None and timeout <= 3 for timeout in store.timeouts)
+
+
+def test_past_the_drain_deadline_nothing_is_asked(memory: MemoryStore, spool: Spool) -> None:
+    """Past shutdown's deadline a webhook of a known project starts no
+    Kubernetes call: its builds go straight to the spool."""
+    t = Time()
+    store = Flaky(memory, failures=0)
+    projects = ProjectCache(store, 5, 1, clock=t.clock)
+    p = attr.evolve(pipeline(store, t, spool, projects), drain=Drain(t.clock))
+    assert p.deliver(webhook(1), Trace()).code == 200
+    p.drain.begin(0)
+    outcome = p.deliver(webhook(2), Trace())
+    assert outcome.code == 202 and spool.depth() == 1 and store.creates == 1

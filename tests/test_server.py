@@ -8,7 +8,7 @@ import signal
 from functools import partial
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -16,9 +16,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from brigade_crgw.answers import Refusal
+from brigade_crgw.delivery.outage import Drain
 from brigade_crgw.http.inflight import FLUSH_SECONDS, InFlight
 from brigade_crgw.http.requests import bounded_request
-from brigade_crgw.tap import DRAIN_SECONDS, CleanExitOnTerm, ThreadPoolService
+from brigade_crgw.tap import DRAIN_MARGIN, CleanExitOnTerm, ThreadPoolService
+
+DRAIN_SECONDS = 30.0
 
 
 class Echo(Resource):
@@ -153,7 +156,16 @@ class ServiceTests(SynchronousTestCase):
         clock = Reactor()
         in_flight = InFlight(4, clock)
         pool = FakePool()
-        service = ThreadPoolService(pool, in_flight, clock)  # type: ignore[arg-type]
+        self.told: list[str] = []
+        service = ThreadPoolService(
+            pool,  # type: ignore[arg-type]
+            in_flight,
+            clock,
+            Drain(clock.seconds),
+            DRAIN_SECONDS,
+            give_up=lambda: len(self.told.append("503") or self.told),
+            off_reactor=maybeDeferred,
+        )
         service.startService()
         return clock, in_flight, pool, service
 
@@ -171,13 +183,33 @@ class ServiceTests(SynchronousTestCase):
         self.assertTrue(pool.stopped)
 
     def test_pool_stops_at_the_drain_timeout(self) -> None:
-        """A webhook that never ends does not hold shutdown past DRAIN_SECONDS."""
+        """A webhook that never ends does not hold shutdown past drain_seconds:
+        the pipeline's deadline is set DRAIN_MARGIN before it, what still
+        waits is told 503 at it, and the pool is stopped after the flush."""
         clock, in_flight, pool, service = self.started()
         in_flight.enter()
         stopped = service.stopService()
-        clock.advance(DRAIN_SECONDS + 1)
+        self.assertEqual(service.drain.deadline, DRAIN_SECONDS - DRAIN_MARGIN)
+        clock.advance(DRAIN_SECONDS - 0.1)
+        self.assertEqual(self.told, [])
+        clock.advance(0.2)
+        self.assertEqual(self.told, ["503"])
+        self.assertNoResult(stopped)
+        clock.advance(FLUSH_SECONDS)
         self.successResultOf(stopped)
         self.assertTrue(pool.stopped)
+
+    def test_a_pool_that_will_not_stop_does_not_hold_the_exit(self) -> None:
+        """A pool whose threads do not end is left after JOIN_SECONDS."""
+        from brigade_crgw.tap import JOIN_SECONDS
+
+        clock, _, _, service = self.started()
+        service.off_reactor = lambda f: Deferred()
+        stopped = service.stopService()
+        clock.advance(FLUSH_SECONDS)
+        self.assertNoResult(stopped)
+        clock.advance(JOIN_SECONDS)
+        self.successResultOf(stopped)
 
     def test_sigterm_stops_the_reactor(self) -> None:
         """Once the reactor runs, SIGTERM's handler is ours, and it stops the

@@ -21,7 +21,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ..kubernetes.store import StoreForbidden
-from .outage import backoff
+from .outage import Drain, backoff
 from .spool import BuildStore, Drained, Spool, SpoolError, SpoolStats, drain_once
 
 log = Logger()
@@ -38,6 +38,8 @@ class Drainer(Service):
     :param clock: the reactor, for timers.
     :param dropped: told how many builds were dropped because their
         project is gone (a metric counts them).
+    :param drain: set once shutdown begins: a trip that gets its thread
+        after that leaves the spool to the next start.
     """
 
     spool: Spool
@@ -46,6 +48,7 @@ class Drainer(Service):
     clock: IReactorTime
     dropped: Callable[[int], object] = lambda count: None
     stats: SpoolStats = attr.ib(factory=SpoolStats)
+    drain: Drain = attr.ib(factory=Drain)
     _failures: int = 0
     _timer: IDelayedCall | None = None
     _busy: Deferred[None] | None = None
@@ -96,7 +99,8 @@ class Drainer(Service):
 
     def _drain(self) -> tuple[Drained | None, SpoolStats]:
         """On the pool: one batch (when something waits), then the figures."""
-        drained = drain_once(self.spool, self.store, BATCH) if self.spool.depth() else None
+        waiting = self.spool.depth() and self.drain.deadline is None
+        drained = drain_once(self.spool, self.store, BATCH) if waiting else None
         stats = SpoolStats(self.spool.depth(), self.spool.oldest_age(), self.spool.rejected())
         return drained, stats
 

@@ -21,6 +21,7 @@ import attr
 from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import Logger
 
+from .. import text
 from ..brigade import Project
 from ..config import Config
 from ..events import ImageEvent
@@ -29,6 +30,7 @@ from ..lookups.client import RegistryClient
 from ..lookups.credentials import Credential, read_dockerconfigjson
 from ..lookups.outcomes import Result
 from ..lookups.references import usable_reference
+from .outage import Drain
 
 log = Logger()
 
@@ -49,6 +51,7 @@ class ImageLookup:
     :param secrets: where pull secrets are read.
     :param timeout: seconds for all the lookups of one webhook.
     :param pull_secret: the default pull secret's name, or empty.
+    :param drain: shutdown's deadline, which ends the lookups too.
     """
 
     lookups: Lookups
@@ -56,10 +59,11 @@ class ImageLookup:
     timeout: float
     pull_secret: str = ""
     clock: Callable[[], float] = time.monotonic
+    drain: Drain = attr.ib(factory=Drain)
 
     def look_up(self, project: Project, events: Sequence[ImageEvent]) -> list[Result]:
         """One result per event, in order, within :attr:`timeout` in all."""
-        deadline = self.clock() + self.timeout
+        deadline = self.drain.cap(self.clock() + self.timeout)
         credentials: dict[str, Credential] | None = None
         results = []
         for event in events:
@@ -73,9 +77,9 @@ class ImageLookup:
             if result.facts is None:
                 log.info(
                     "lookup for {image} gave nothing ({outcome}): {reason}",
-                    image=_image(event),
+                    image=text.printable(text.cut(_image(event), 600)),
                     outcome=result.outcome,
-                    reason=result.reason,
+                    reason=text.printable(result.reason),
                 )
             results.append(result)
         return results
@@ -124,7 +128,11 @@ def _image(event: ImageEvent) -> str:
 
 
 def create(
-    config: Config, reactor: Any, secrets: SecretReader, record: Callable[[str], None]
+    config: Config,
+    reactor: Any,
+    secrets: SecretReader,
+    record: Callable[[str], None],
+    drain: Drain | None = None,
 ) -> ImageLookup | None:
     """The production lookups, or None when ``[registry] hosts`` is empty:
     then nothing is looked up and no outbound connection is ever made.
@@ -141,4 +149,4 @@ def create(
         hosts=" ".join(f"{host}={url}" for host, url in endpoints.items()),
         timeout=config.timeout,
     )
-    return ImageLookup(lookups, secrets, config.timeout, config.pull_secret)
+    return ImageLookup(lookups, secrets, config.timeout, config.pull_secret, drain=drain or Drain())

@@ -11,6 +11,7 @@ without waiting.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
@@ -89,3 +90,30 @@ class Health:
     """
 
     failing_since: float | None = None
+
+
+@attr.s(auto_attribs=True)
+class Drain:
+    """When the work of every webhook must be over: unset while the gateway
+    serves, set once shutdown begins to drain.
+
+    Shared by the pipeline and the lookups: past it no Kubernetes call is
+    started or retried and no registry is asked, and the calls made before
+    it are cut to end by it, so every webhook in flight is answered (or its
+    builds spooled) before the process exits, whatever it was waiting for.
+    """
+
+    clock: Callable[[], float] = time.monotonic
+    deadline: float | None = None
+
+    def begin(self, seconds: float) -> None:
+        """Shutdown began: the work must be over within ``seconds``."""
+        self.deadline = self.clock() + seconds
+
+    def left(self) -> float:
+        """Seconds until the deadline; infinite while not draining."""
+        return math.inf if self.deadline is None else self.deadline - self.clock()
+
+    def cap(self, deadline: float) -> float:
+        """``deadline``, or the drain's when that is sooner."""
+        return deadline if self.deadline is None else min(deadline, self.deadline)

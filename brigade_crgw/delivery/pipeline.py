@@ -30,7 +30,7 @@ from ..events import ImageEvent
 from ..kubernetes.store import SecretStore, StoreForbidden, StoreRejected, StoreUnavailable
 from . import auth, enrich, filters, outage
 from .images import ImageLookup
-from .outage import QUICK_ATTEMPT, Health
+from .outage import QUICK_ATTEMPT, Drain, Health
 from .spool import Spool, SpoolError, SpoolFull
 
 log = Logger()
@@ -64,6 +64,8 @@ class Pipeline:
     :param clock: monotonic seconds, for the retry budget.
     :param sleep: the pause between retries.
     :param filters: the compiled ``crGatewayFilter`` expressions.
+    :param drain: when shutdown wants every webhook over (no retry, no
+        attempt past it).
     """
 
     config: Config
@@ -75,6 +77,7 @@ class Pipeline:
     sleep: Callable[[float], object] = time.sleep
     health: Health = attr.ib(factory=Health)
     filters: filters.Filters = attr.ib(factory=filters.Filters)
+    drain: Drain = attr.ib(factory=Drain)
     policy: auth.Policy = attr.ib(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -85,7 +88,7 @@ class Pipeline:
 
         :raises Refusal: for every answer other than success.
         """
-        deadline = self.clock() + self.config.retry_seconds
+        deadline = self.drain.cap(self.clock() + self.config.retry_seconds)
         project = self._authorised_project(webhook, trace, deadline)
         try:
             delivery = registries.decode(webhook.body, webhook.headers, webhook.query_registry)
@@ -156,7 +159,8 @@ class Pipeline:
 
         :raises Refusal: what :meth:`deliver` would answer (401, 404, 503).
         """
-        project = self._project(target, trace, self.clock() + self.config.retry_seconds, True)
+        deadline = self.drain.cap(self.clock() + self.config.retry_seconds)
+        project = self._project(target, trace, deadline, True)
         presented = auth.Presented(headers, query_token, b"")
         try:
             auth.screen(self.policy, project.data if project else None, presented)
@@ -179,6 +183,11 @@ class Pipeline:
         """
         started = self.clock()
         per_call = self.config.request_timeout
+        left = self.drain.left()
+        if left < outage.MIN_ATTEMPT:
+            # Shutdown's deadline has come: no call is started (a webhook
+            # still waiting for a thread is answered now, or spooled).
+            raise StoreUnavailable("the gateway is stopping")
         if self.config.retry_seconds <= 0:
             budget = 0.0
         elif self._long_outage():
@@ -187,6 +196,8 @@ class Pipeline:
         else:
             # At least one short attempt, even when the project read took it all.
             budget = max(deadline - started, outage.MIN_ATTEMPT)
+        # Whatever is left of the drain bounds both the retries and each call.
+        budget, per_call = min(budget, left), min(per_call, left)
         try:
             result = outage.within(budget, per_call, attempt, clock=self.clock, sleep=self.sleep)
         except StoreUnavailable:
@@ -215,7 +226,7 @@ class Pipeline:
         """
         project_id = brigade.project_id(target.project)
         trace.project = project_id
-        use_known = screening or self._long_outage()
+        use_known = screening or self._long_outage() or self.drain.deadline is not None
         if use_known and brigade.is_secret_name(project_id):
             project = self.projects.known(project_id)
             if project is not None:

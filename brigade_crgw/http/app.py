@@ -191,6 +191,8 @@ class Gateway:
     metrics: Metrics = attr.ib(
         default=attr.Factory(lambda self: Metrics(lambda: self.in_flight.count), takes_self=True)
     )
+    # Each webhook's answer still to come, to the work it waits for.
+    _waiting: dict[Deferred[Any], Deferred[Any]] = attr.ib(factory=dict, init=False)
 
     @app.route("/healthz", methods=["GET", "HEAD"])
     def healthz(self, request: IRequest) -> bytes:
@@ -300,6 +302,7 @@ class Gateway:
         answered.addBoth(settled, answered).addErrback(lambda failure: None)
         outcome = _detached(work)
         work.addBoth(settled, work)
+        self._waiting[outcome] = work
         try:
             result = await outcome
         except CancelledError:
@@ -313,8 +316,21 @@ class Gateway:
             # A bug, not the sender's fault: the registry should retry.
             log.failure("webhook for {project} failed unexpectedly", project=trace.project)
             return self._refuse(request, unavailable("internal error"), trace, started)
+        finally:
+            self._waiting.pop(outcome, None)
         self._log(result.code, trace, started)
         return write_json(request, result.code, result.body)
+
+    def give_up(self) -> int:
+        """Answer 503 every webhook still waiting for its work (shutdown's
+        deadline has come and the process is about to exit); their work is
+        left to end, or not, unheard.  How many there were."""
+        waiting, self._waiting = self._waiting, {}
+        for outcome, work in waiting.items():
+            work.addErrback(lambda failure: None)
+            if not outcome.called:
+                outcome.errback(unavailable("the gateway is stopping; retry shortly"))
+        return len(waiting)
 
     def _log_abandoned(self, result: Outcome | Failure, trace: Trace, started: float) -> None:
         reason = "the sender closed the connection before the answer"
