@@ -131,3 +131,27 @@ def test_installed_command() -> None:
     assert done.returncode == 0, done.stderr
     for verb in VERBS:
         assert verb.name in done.stdout
+
+
+def test_check_names_a_bad_ini_listen_and_kubeconfig(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``check`` fails on one line for an ini with an unknown key; for a bad
+    listen string and a missing kubeconfig, one line each, naming them."""
+    ini = tmp_path / "gw.ini"
+    ini.write_text("[server]\nlisten = tcp:7744\nlisen = tcp:1\n")
+    code, out, _ = run(capsys, "check", "--config", str(ini))
+    assert code == 1
+    assert out.splitlines() == [
+        f"FAILED   ini: {ini}: unknown key 'lisen' in [server]; known keys: "
+        + out.split("known keys: ")[1].split(";")[0]
+        + "; fix: correct the ini (etc/brigade-crgw.ini documents every key)"
+    ]
+    missing = tmp_path / "missing.kubeconfig"
+    ini.write_text(f"[server]\nlisten = tcp:port\n[kubernetes]\nkubeconfig = {missing}\n")
+    code, out, _ = run(capsys, "check", "--config", str(ini), "--json")
+    assert code == 1
+    failed = {c["check"]: c for c in json.loads(out)["checks"] if c["status"] == "FAILED"}
+    assert set(failed) == {"listen", "kubeconfig"}, out
+    assert "'tcp:port' is not an endpoint" in failed["listen"]["message"]
+    assert str(missing) in failed["kubeconfig"]["message"] and failed["kubeconfig"]["fix"]

@@ -7,16 +7,26 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from kubernetes import client
 
 from brigade_crgw.brigade import project_id
 from brigade_crgw.cli import main
 from brigade_crgw.registries import NAMES
 from devtools import gateway as gateway_process
+from devtools.plane import write_kubeconfig
+from devtools.plane.identity import b64
+from devtools.plane.processes import free_port
 from devtools.projects import TOKEN, decoded, fresh
+from scripts.demo import demo_ini
 
+from . import registry as R
 from .conftest import Namespace
 from .helpers import DOCKERHUB, builds
 
@@ -143,6 +153,166 @@ def test_namespace_from_brigade_namespace(
     kubeconfig = str(namespace.plane.admin_kubeconfig)
     code, out, _ = run(capsys, "token", "list", "acme/app", "--kubeconfig", kubeconfig)
     assert code == 0 and out.startswith("acme/app ("), out
+
+
+# check
+
+
+def test_check_passes_on_the_demo_configuration(
+    capsys: pytest.CaptureFixture[str], namespace: Namespace, tmp_path: Path
+) -> None:
+    """``check`` exits 0 on the ini ``make run`` writes, with its identity."""
+    ini = demo_ini(tmp_path / "demo.ini", 7744, namespace.name, str(namespace.gateway_kubeconfig))
+    code, out, _ = run(capsys, "check", "--config", str(ini))
+    assert code == 0, out
+    assert "FAILED" not in out and "warning" not in out
+    for check in (
+        "ini",
+        "kubeconfig",
+        "API server",
+        "may get secrets",
+        "may create secrets",
+        "spool",
+    ):
+        assert re.search(rf"^ok +{check}", out, re.M), (check, out)
+    code, out, _ = run(capsys, "check", "--config", str(ini), "--json")
+    assert code == 0 and json.loads(out)["ok"] is True
+
+
+def _identity(namespace: Namespace, verbs: list[str], path: Path) -> Path:
+    """A kubeconfig for a new ServiceAccount that may only ``verbs`` Secrets."""
+    name = f"limited-{uuid.uuid4().hex[:6]}"
+    api = namespace.plane.api
+    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    core.create_namespaced_service_account(namespace.name, {"metadata": {"name": name}})
+    rbac.create_namespaced_role(
+        namespace.name,
+        {
+            "metadata": {"name": name},
+            "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": verbs}],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        namespace.name,
+        {
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace.name}],
+        },
+    )
+    token = core.create_namespaced_service_account_token(
+        name, namespace.name, {"spec": {"expirationSeconds": 3600}}
+    ).status.token
+    ca = api.configuration.ssl_ca_cert
+    write_kubeconfig(
+        path,
+        api.configuration.host,
+        b64(Path(ca)) if ca else None,
+        {"token": token},
+        namespace.name,
+    )
+    return path
+
+
+def _ini(path: Path, namespace: Namespace, kubeconfig: Path, **sections: dict[str, Any]) -> Path:
+    values: dict[str, dict[str, Any]] = {
+        "kubernetes": {"namespace": namespace.name, "kubeconfig": kubeconfig, "request_timeout": 5}
+    }
+    for section, more in sections.items():
+        values.setdefault(section, {}).update(more)
+    path.write_text(
+        "".join(
+            f"[{s}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
+            for s, keys in values.items()
+        )
+    )
+    return path
+
+
+def test_check_names_the_missing_permission(
+    capsys: pytest.CaptureFixture[str], namespace: Namespace, tmp_path: Path
+) -> None:
+    """An identity that may get but not create Secrets fails ``check``, on a
+    line that names create, the namespace and the fix."""
+    kubeconfig = _identity(namespace, ["get"], tmp_path / "get-only.kubeconfig")
+    code, out, _ = run(
+        capsys, "check", "--config", str(_ini(tmp_path / "gw.ini", namespace, kubeconfig))
+    )
+    assert code == 1, out
+    failed = [line for line in out.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 1, out
+    assert f"may not create secrets in namespace {namespace.name}" in failed[0]
+    assert "fix: grant it create on secrets" in failed[0]
+    assert re.search(r"^ok +may get secrets", out, re.M)
+
+
+def test_check_warns_of_more_than_least_privilege(
+    capsys: pytest.CaptureFixture[str], namespace: Namespace, tmp_path: Path
+) -> None:
+    """An identity that may also list and delete Secrets passes ``check``
+    with a warning for each."""
+    kubeconfig = _identity(
+        namespace, ["get", "create", "list", "delete"], tmp_path / "wide.kubeconfig"
+    )
+    code, out, _ = run(
+        capsys, "check", "--config", str(_ini(tmp_path / "gw.ini", namespace, kubeconfig))
+    )
+    assert code == 0, out
+    warned = [line for line in out.splitlines() if line.startswith("warning")]
+    assert [line.split(":")[0].split()[-2] for line in warned] == ["list", "delete"], out
+
+
+def test_check_names_an_unreachable_api_server(
+    capsys: pytest.CaptureFixture[str], namespace: Namespace, tmp_path: Path
+) -> None:
+    """With nothing listening at the kubeconfig's server, ``check`` fails on
+    one line naming that server, and skips what needs it."""
+    doc = yaml.safe_load(namespace.gateway_kubeconfig.read_text())
+    dead = f"https://127.0.0.1:{free_port()}"
+    doc["clusters"][0]["cluster"]["server"] = dead
+    kubeconfig = tmp_path / "dead.kubeconfig"
+    kubeconfig.write_text(json.dumps(doc))
+    code, out, _ = run(
+        capsys, "check", "--config", str(_ini(tmp_path / "gw.ini", namespace, kubeconfig))
+    )
+    assert code == 1, out
+    failed = [line for line in out.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 1 and f"the API server at {dead} does not answer" in failed[0], out
+    assert "may create" not in out
+
+
+def test_check_spool_and_registries(
+    capsys: pytest.CaptureFixture[str], namespace: Namespace, tmp_path: Path
+) -> None:
+    """``check`` opens an existing spool and takes a write lock, and asks
+    each registry host for /v2/: a real registry answers, a dead port fails."""
+    from brigade_crgw.delivery.spool import Spool
+
+    Spool.open(str(tmp_path / "spool.sqlite"), 10).close()
+    registry = R.start_registry(tmp_path / "registry", "htpasswd")
+    dead = f"127.0.0.1:{free_port()}"
+    try:
+        ini = _ini(
+            tmp_path / "gw.ini",
+            namespace,
+            namespace.gateway_kubeconfig,
+            spool={"path": tmp_path / "spool.sqlite"},
+            registry={
+                "hosts": f"{registry.address} {dead}",
+                "endpoints": f"{registry.address}={registry.url} {dead}=http://{dead}",
+                "timeout": 5,
+            },
+        )
+        code, out, _ = run(capsys, "check", "--config", str(ini))
+    finally:
+        registry.stop()
+    assert code == 1, out
+    assert re.search(r"^ok +spool: .* opens and takes a write; 0 waiting", out, re.M), out
+    assert re.search(
+        rf"^ok +registry {re.escape(registry.address)}: GET .* answered 401", out, re.M
+    )
+    failed = [line for line in out.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 1 and f"registry {dead}" in failed[0], out
 
 
 # send

@@ -279,9 +279,57 @@ def test_one_project_cannot_fill_the_spool(path: str) -> None:
     assert spool.depth() == 4
 
 
+def test_listing_shows_why_each_build_waits(path: str) -> None:
+    """``listing`` gives each build's name, project, time and last error:
+    the reason it was spooled, then the drainer's last failure, or the
+    reason Kubernetes refused it for good."""
+    clock = Clock()
+    spool = Spool.open(path, 100, clock)
+    spool.put([build("a"), build("b")], "Kubernetes answered 503 to create secrets")
+    spool.put([build("c")])
+    assert drain_once(spool, acme_store(down=True)).failure is not None
+    listed = spool.listing()
+    assert [e.name for e in listed] == [build(t)["metadata"]["name"] for t in "abc"]
+    assert {e.project for e in listed} == {build("a")["metadata"]["labels"]["project"]}
+    assert all(e.queued == clock.now and not e.rejected for e in listed)
+    # The drainer tried "a" and failed: its error is that failure now.
+    assert listed[0].error != listed[1].error == "Kubernetes answered 503 to create secrets"
+    assert listed[0].error and listed[2].error == ""
+    spool.reject(spool.peek(1)[0], "too large")
+    assert spool.listing()[0].rejected == "too large"
+
+
+def test_find_and_drop(path: str) -> None:
+    """``find`` returns a build and its Secret by name; ``drop`` deletes it
+    once (False the second time), and it is never drained."""
+    spool = Spool.open(path, 100)
+    spool.put([build("a"), build("b")])
+    name = build("a")["metadata"]["name"]
+    found = spool.find(name)
+    assert found is not None and found[0].name == name and found[1] == build("a")
+    assert spool.find("brigade-worker-nothing") is None
+    assert spool.drop(name) is True and spool.drop(name) is False
+    store = acme_store()
+    assert drain_once(spool, store).created == (build("b")["metadata"]["name"],)
+    assert name not in store.secrets
+
+
+def test_open_existing_never_creates(tmp_path: Path) -> None:
+    """``open_existing`` refuses a missing file, naming it, and makes none."""
+    path = tmp_path / "spool.sqlite"
+    with pytest.raises(SpoolError, match=f"there is no spool file {path}"):
+        Spool.open_existing(str(path), 100)
+    assert not path.exists()
+    Spool.open(str(path), 100).close()
+    with Spool.open_existing(str(path), 100) as spool:
+        spool.check_writable()
+        assert spool.depth() == 0
+
+
 def test_a_version_1_spool_is_brought_up_to_date(path: str) -> None:
-    """A spool written before the project column keeps its builds, and their
-    projects are read from the builds for the per-project share."""
+    """A spool written before the project and error columns keeps its builds,
+    their projects are read from the builds for the per-project share, and
+    they list with no error."""
     db = sqlite3.connect(path)
     db.execute(
         "CREATE TABLE builds (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE, "
@@ -299,3 +347,6 @@ def test_a_version_1_spool_is_brought_up_to_date(path: str) -> None:
     assert [e.secret for e in spool.peek(5)] == [build("a"), build("b")]
     with pytest.raises(SpoolFull, match="holds 2 builds"):
         spool.put([build("c")])
+    listed = spool.listing()
+    assert [(e.name, e.error) for e in listed] == [(build(t)["metadata"]["name"], "") for t in "ab"]
+    assert {e.project for e in listed} == {build("a")["metadata"]["labels"]["project"]}

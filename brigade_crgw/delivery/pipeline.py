@@ -296,7 +296,7 @@ class Pipeline:
         """Write the builds to the spool; answer 202 once that is durable."""
         assert self.spool is not None
         try:
-            self.spool.put(secrets)
+            self.spool.put(secrets, str(error))
         except SpoolFull as full:
             _store_failed("creating the build", error)
             log.warn(

@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS builds (
     queued REAL NOT NULL,
     secret TEXT NOT NULL,
     rejected TEXT,
-    project TEXT NOT NULL DEFAULT ''
+    project TEXT NOT NULL DEFAULT '',
+    error TEXT
 )
 """
 # Version 1 had no project column: it is read from each build's labels.
@@ -47,6 +48,10 @@ _TO_2 = (
     "ALTER TABLE builds ADD COLUMN project TEXT NOT NULL DEFAULT ''",
     "UPDATE builds SET project = coalesce(json_extract(secret, '$.metadata.labels.project'), '')",
 )
+# The last error of a build (why it was spooled, then why the drainer's last
+# attempt failed), for the operator: added to a file that has none; older
+# gateways name their columns, so this needs no new version.
+_ERROR = "ALTER TABLE builds ADD COLUMN error TEXT"
 _INDEX = "CREATE INDEX IF NOT EXISTS builds_project ON builds (project)"
 
 
@@ -73,6 +78,25 @@ class Entry:
     name: str
     queued: float
     secret: dict[str, Any]
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Listed:
+    """One spooled build as an operator sees it (``brigade-crgw spool``).
+
+    :param name: the build Secret's name.
+    :param queued: when it was spooled (seconds since the epoch).
+    :param project: its project's ID.
+    :param error: the last error: why it was spooled, or why the drainer's
+        last attempt failed; empty when not known.
+    :param rejected: why Kubernetes refused it for good, or empty while it waits.
+    """
+
+    name: str
+    queued: float
+    project: str
+    error: str
+    rejected: str
 
 
 @attr.s(auto_attribs=True)
@@ -131,6 +155,8 @@ class Spool:
             if "project" not in columns:
                 for statement in _TO_2:
                     db.execute(statement)
+            if "error" not in columns:
+                db.execute(_ERROR)
             db.execute(_INDEX)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             # Read every entry once: a spool whose builds cannot be read
@@ -145,16 +171,34 @@ class Spool:
             raise
         return cls(path, max_entries, db, clock, max_per_project)
 
+    @classmethod
+    def open_existing(cls, path: str, max_entries: int) -> Spool:
+        """Open a spool that must exist already, as the operator's command
+        does: it never makes one where the gateway would not look.
+
+        :raises SpoolError: as :meth:`open`, or when there is no such file.
+        """
+        if not os.path.isfile(path):
+            raise SpoolError(f"there is no spool file {path}")
+        return cls.open(path, max_entries)
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def put(self, secrets: Sequence[Mapping[str, Any]]) -> None:
+    def put(self, secrets: Sequence[Mapping[str, Any]], error: str = "") -> None:
         """Write the builds of one webhook, all or none, durably.
 
         A build whose name is already spooled is left as it is (the sender
         retried a delivery that was spooled).
 
+        :param error: why they are spooled (Kubernetes' failure), for the operator.
         :raises SpoolFull: when they do not fit; nothing is written.
         :raises SpoolError: when the file cannot be written.
         """
@@ -165,6 +209,7 @@ class Spool:
                 now,
                 json.dumps(s, separators=(",", ":")),
                 str(s["metadata"].get("labels", {}).get("project", "")),
+                error or None,
             )
             for s in secrets
         ]
@@ -178,8 +223,8 @@ class Spool:
                         raise SpoolFull(f"the spool holds {total} of {self.max_entries} builds")
                     self._check_share(rows, new)
                     self._db.executemany(
-                        "INSERT OR IGNORE INTO builds (name, queued, secret, project) "
-                        "VALUES (?, ?, ?, ?)",
+                        "INSERT OR IGNORE INTO builds (name, queued, secret, project, error) "
+                        "VALUES (?, ?, ?, ?, ?)",
                         rows,
                     )
                 except BaseException:
@@ -189,7 +234,7 @@ class Spool:
             except sqlite3.Error as e:
                 raise SpoolError(f"cannot write the spool {self.path}: {e}") from None
 
-    def _check_share(self, rows: list[tuple[str, float, str, str]], new: int) -> None:
+    def _check_share(self, rows: list[tuple[str, float, str, str, str | None]], new: int) -> None:
         """:raises SpoolFull: when the webhook's project would pass its share."""
         if self.max_per_project is None or not new:
             return
@@ -224,6 +269,56 @@ class Spool:
     def remove(self, entry: Entry) -> None:
         """Delete an entry: Kubernetes has its build."""
         self._write("DELETE FROM builds WHERE id = ?", (entry.id,))
+
+    def note(self, entry: Entry, error: str) -> None:
+        """Remember why the last attempt to create an entry's build failed."""
+        self._write("UPDATE builds SET error = ? WHERE id = ?", (error, entry.id))
+
+    def listing(self) -> list[Listed]:
+        """Every build in the file, waiting or rejected, oldest first.
+
+        :raises SpoolError: when the file cannot be read.
+        """
+        rows = self._read("SELECT name, queued, project, error, rejected FROM builds ORDER BY id")
+        return [Listed(n, q, p, e or "", r or "") for n, q, p, e, r in rows]
+
+    def find(self, name: str) -> tuple[Listed, dict[str, Any]] | None:
+        """The build called ``name`` and its Secret, or None when it is not here.
+
+        :raises SpoolError: when the file cannot be read.
+        """
+        rows = self._read(
+            "SELECT name, queued, project, error, rejected, secret FROM builds WHERE name = ?",
+            (name,),
+        )
+        if not rows:
+            return None
+        n, q, p, e, r, secret = rows[0]
+        return Listed(n, q, p, e or "", r or ""), _load(self.path, name, secret)
+
+    def drop(self, name: str) -> bool:
+        """Delete the build called ``name``, never to be made; False when it
+        was not here.
+
+        :raises SpoolError: when the file cannot be written.
+        """
+        with self._lock:
+            try:
+                return self._db.execute("DELETE FROM builds WHERE name = ?", (name,)).rowcount > 0
+            except sqlite3.Error as e:
+                raise SpoolError(f"cannot write the spool {self.path}: {e}") from None
+
+    def check_writable(self) -> None:
+        """Take the write lock and let it go, changing nothing: what a write needs.
+
+        :raises SpoolError: when the file cannot be written.
+        """
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error as e:
+                raise SpoolError(f"cannot write the spool {self.path}: {e}") from None
 
     def reject(self, entry: Entry, reason: str) -> None:
         """Keep an entry that Kubernetes refused for good, out of the queue:
@@ -337,6 +432,7 @@ def drain_once(spool: Spool, store: BuildStore, limit: int = 50) -> Drained:
             rejected.append((entry.name, str(e)))
             continue
         except StoreUnavailable as e:
+            spool.note(entry, str(e))
             return done(e)
         spool.remove(entry)
         (created if new else existed).append(entry.name)
