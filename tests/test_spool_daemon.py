@@ -179,9 +179,14 @@ def test_short_outage_is_ridden_out(rig: Rig) -> None:
     rig.start(kubernetes={"retry_seconds": 15})
     rig.proxy.set(REFUSE)
     result: dict[str, Any] = {}
+    refused = rig.proxy.refused
     sender = threading.Thread(target=lambda: result.update(answer=rig.push(0)))
     sender.start()
-    time.sleep(2.0)  # the webhook is now retrying
+    assert rig.gateway is not None
+    rig.gateway.wait_in_flight(1)
+    # Refused twice while the webhook is in flight: it is retrying (the
+    # readiness check, every 5 s, accounts for one at the most).
+    rig.proxy.wait_refused(refused + 2)
     rig.proxy.set(FORWARD)
     sender.join(30)
     assert result["answer"].status == 200, result["answer"].body
@@ -295,7 +300,8 @@ def test_spooled_delivery_retried_after_recovery_is_one_build(rig: Rig) -> None:
     rig.proxy.set(FORWARD)
     retried = rig.push(0)
     assert retried.status == 200 and _names(retried) == _names(queued)
-    time.sleep(2.5)  # the drainer's next ticks find it there
+    assert rig.gateway is not None
+    rig.gateway.wait_log(f"drained spooled build {_names(queued)[0]}: ")
     assert rig.builds_by_push() == {0: _names(queued), 1: _names(known)}
 
 
@@ -421,7 +427,7 @@ def test_kubernetes_refusal_is_422_and_never_spooled(rig: Rig, namespace: Namesp
     assert answer.json()["status"] == "rejected"
     assert "1048576" in answer.json()["reason"]
     assert time.monotonic() - started < 20  # not retried through the budget
-    time.sleep(1.5)
+    # Nothing to wait for: a build is queued, and logged, before the answer.
     assert rig.metric("brigade_crgw_spool_depth") == 0
     assert "queued build" not in rig.gateway.log()  # type: ignore[union-attr]
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,10 +35,11 @@ from devtools.gateway import Answer, exchange, free_port
 from devtools.outage import FORWARD, HANG, Proxy, proxied_kubeconfig
 from devtools.plane import PlaneError
 from devtools.projects import decoded, fresh, project_secret
+from devtools.waiting import until
 
 from . import machine as machines
 from .conftest import Cluster, Namespace
-from .helpers import DOCKERHUB, docs_block
+from .helpers import DOCKERHUB, docs_block, wait_read
 
 pytestmark = [pytest.mark.integration, pytest.mark.systemd]
 
@@ -104,6 +105,29 @@ class Site:
             headers={"Content-Type": "application/json"},
             **kwargs,
         )
+
+    def in_flight(self) -> float:
+        """The webhooks the gateway is handling now (/metrics)."""
+        text = self.request("GET", "/metrics").body.decode()
+        match = re.search(r"^brigade_crgw_webhooks_in_flight (\S+)$", text, re.M)
+        assert match, text
+        return float(match.group(1))
+
+    def wait_stopping(self) -> None:
+        """Until systemd is stopping the unit and the gateway no longer
+        listens (it stops listening at SIGTERM, then drains)."""
+        machines.wait_for(
+            lambda: self.machine.show(UNIT, "ActiveState")["ActiveState"] == "deactivating"
+        )
+
+        def refused() -> bool:
+            try:
+                self.request("GET", "/healthz", timeout=2)
+            except OSError:
+                return True
+            return False
+
+        until(refused, "the gateway to stop listening")
 
     def wait_ready(self, **kwargs: Any) -> None:
         """Until /healthz answers; fails at once if the unit fails."""
@@ -226,13 +250,12 @@ def test_stop_drains_and_succeeds(site: Site) -> None:
     sender = threading.Thread(target=lambda: result.update(answer=site.webhook(2)))
     try:
         sender.start()
-        time.sleep(1.5)  # the webhook now waits on the held Kubernetes call
+        until(lambda: site.in_flight() == 1, "the webhook in flight")
+        site.proxy.wait_held(1)  # the webhook now waits on the held Kubernetes call
         stop = subprocess.Popen(
             ["nsenter", f"--target={site.machine.leader}", "--all", "systemctl", "stop", UNIT]
         )
-        time.sleep(1.0)
-        with pytest.raises(OSError):
-            site.request("GET", "/healthz", timeout=2)
+        site.wait_stopping()
         assert stop.poll() is None, "the stop did not wait for the webhook"
     finally:
         site.proxy.set(FORWARD)
@@ -263,14 +286,12 @@ def test_stop_answers_a_body_half_received(site: Site) -> None:
     ).encode()
     with socket.create_connection(("127.0.0.1", site.port), timeout=30) as sender:
         sender.sendall(head + body[:100])
-        time.sleep(0.5)
+        wait_read(sender)
         stop = subprocess.Popen(
             ["nsenter", f"--target={site.machine.leader}", "--all", "systemctl", "stop", UNIT]
         )
-        time.sleep(1.5)
+        site.wait_stopping()
         assert stop.poll() is None, "the stop did not wait for the request"
-        with pytest.raises(OSError):
-            site.request("GET", "/healthz", timeout=2)
         sender.sendall(body[100:])
         response = http.client.HTTPResponse(sender)
         response.begin()
@@ -283,12 +304,22 @@ def test_stop_answers_a_body_half_received(site: Site) -> None:
 
 
 def _fails_once(site: Site, cursor: str, status: str) -> str:
-    """Waits for the unit to fail, then two restart intervals more; asserts
-    it never restarted; its journal since ``cursor``."""
+    """Waits for the unit to fail; asserts it never restarted and none is
+    pending; its journal since ``cursor``.
+
+    No need to sit out RestartSec: a unit systemd will restart waits in
+    ``activating (auto-restart)``, never in ``failed``, and a unit that
+    restarted and failed again counts it in NRestarts.
+    """
     machines.wait_for(lambda: site.machine.show(UNIT, "ActiveState")["ActiveState"] == "failed")
-    time.sleep(5)  # RestartSec=2: a restart would have happened by now
-    shown = site.machine.show(UNIT, "ActiveState", "NRestarts", "ExecMainStatus")
-    assert shown == {"ActiveState": "failed", "NRestarts": "0", "ExecMainStatus": status}
+    shown = site.machine.show(UNIT, "ActiveState", "SubState", "NRestarts", "ExecMainStatus", "Job")
+    assert shown == {
+        "ActiveState": "failed",
+        "SubState": "failed",
+        "NRestarts": "0",
+        "ExecMainStatus": status,
+        "Job": "",
+    }
     return site.machine.journal(UNIT, since=cursor)
 
 
