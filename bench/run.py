@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench import processes, report, wrk
+from bench import cel, processes, report, wrk
 from bench.measure import (
     BODIES,
     CONCURRENCY,
@@ -241,6 +241,12 @@ def write(out: Path, document: str, rows: list[report.Row]) -> None:
     target_row = report.find(rows, "pinned", "1k", 32)
     if target_row is not None:
         print(report.targets_table(target_row))
+    # What a typical crGatewayFilter adds, against the CPU-ms per build of
+    # the target row (else the first).
+    compared = target_row or (rows[0] if rows else None)
+    note = cel.per_webhook_note(compared.gateway.cpu_ms_per_build if compared else None)
+    print(note)
+    document = document.rstrip("\n") + "\n\n" + note + "\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmark.md").write_text(document)
     try:

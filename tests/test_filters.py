@@ -479,3 +479,21 @@ def test_cli_filter_test(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
     assert code == 0
     code, _, err = run_cli(capsys, *common, "image.tag ==")
     assert code == 2 and "crGatewayFilter does not compile: ERROR" in err
+
+
+def test_library_loaded_without_its_command() -> None:
+    """The gateway loads the library's compiled module alone (not typer, rich,
+    prompt_toolkit), and only when a filter is compiled; the package imports after."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from brigade_crgw.delivery import filters\n"
+        "assert 'cel.cel' not in sys.modules\n"
+        "assert filters.compile_filter('image.tag == \"v1\"').judge({'tag': 'v1'}, {}).passed\n"
+        "assert not {'typer', 'rich', 'prompt_toolkit'} & set(sys.modules), sys.modules.keys()\n"
+        "import cel\n"
+        "assert cel.compile('1 == 1').execute({}) is True\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True, cwd=ROOT, timeout=120)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import re
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
@@ -101,8 +102,13 @@ def _load_cel() -> Any:
     Importing the ``cel`` package also imports its interactive command
     (typer, rich, prompt_toolkit): about 25 MiB of memory and 0.2 s that a
     daemon has no use for.  The extension module alone is loaded when it
-    is where the package keeps it; otherwise the package is imported.
+    is where the package keeps it, and kept as ``cel.cel``, where the
+    package would import it from (a PyO3 module may be initialised only
+    once in a process); otherwise the package is imported.
     """
+    loaded = sys.modules.get("cel.cel")
+    if loaded is not None:
+        return loaded
     spec = importlib.util.find_spec("cel")
     for where in (spec.submodule_search_locations or []) if spec else []:
         for path in sorted(Path(where).glob("cel.*.so")):
@@ -112,6 +118,7 @@ def _load_cel() -> Any:
                 continue
             module = importlib.util.module_from_spec(found)
             loader.exec_module(module)
+            sys.modules["cel.cel"] = module
             return module
     import cel  # pragma: no cover (a layout the package has not used)
 
@@ -267,17 +274,22 @@ class Filter:
     :param text: the expression as the project holds it.
     :param program: the library's compiled program.
     :param needs_lookup: see :func:`needs_lookup`.
+    :param variables: those of ``image`` and ``request`` it uses: only they
+        are handed to the library, whose conversion of a Python value is
+        most of what an evaluation costs.
     """
 
     text: str
     program: Any = attr.ib(repr=False, eq=False)
     needs_lookup: bool
+    variables: frozenset[str] = VARIABLES
 
     def judge(self, image: Mapping[str, Any], request: Mapping[str, Any]) -> Verdict:
         """Evaluate the expression on one image.  Never raises for anything
         the expression or the values do."""
+        given = {"image": image, "request": request}
         try:
-            result = self.program.execute({"image": dict(image), "request": dict(request)})
+            result = self.program.execute({k: dict(given[k]) for k in self.variables})
         except BaseException as error:
             if _fatal(error):
                 raise
@@ -328,7 +340,7 @@ def compile_filter(text: str) -> Filter:
         raise InvalidFilter(
             f"{FILTER_KEY} names {', '.join(unknown)}: a filter sees only image and request"
         )
-    return Filter(text, program, needs_lookup(text))
+    return Filter(text, program, needs_lookup(text), VARIABLES & set(program.variables()))
 
 
 @attr.s
@@ -343,7 +355,9 @@ class Filters:
     """
 
     size: int = attr.ib(default=CACHE_SIZE)
-    _cache: OrderedDict[str, Filter | InvalidFilter] = attr.ib(factory=OrderedDict, init=False)
+    # A program, or the message of the InvalidFilter its text gives (a new
+    # exception each time: one raised again and again would grow its traceback).
+    _cache: OrderedDict[str, Filter | str] = attr.ib(factory=OrderedDict, init=False)
     _lock: threading.Lock = attr.ib(factory=threading.Lock, init=False)
 
     def of(self, project_id: str, data: Mapping[str, str]) -> Filter | None:
@@ -360,24 +374,24 @@ class Filters:
                 self._cache.move_to_end(text)
         if known is None:
             try:
-                compiled: Filter | InvalidFilter = compile_filter(text)
+                compiled: Filter | str = compile_filter(text)
             except InvalidFilter as error:
-                compiled = error
+                compiled = str(error)
             with self._lock:
                 known = self._cache.setdefault(text, compiled)
                 first = known is compiled
                 while len(self._cache) > self.size:
                     self._cache.popitem(last=False)
-            if first and isinstance(known, InvalidFilter):
+            if first and isinstance(known, str):
                 log.error(
                     "project {project}: crGatewayFilter {expression!r} cannot be used, "
                     "its webhooks are refused: {error}",
                     project=project_id,
                     expression=shown(text),
-                    error=str(known),
+                    error=known,
                 )
-        if isinstance(known, InvalidFilter):
-            raise known
+        if isinstance(known, str):
+            raise InvalidFilter(known)
         return known
 
     def __len__(self) -> int:
