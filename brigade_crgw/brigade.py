@@ -47,6 +47,7 @@ def project_id(name: str) -> str:
 TAGS_KEY = "crGatewayTags"
 ONE_BUILD_PER_DIGEST_KEY = "crGatewayOneBuildPerDigest"
 PULL_SECRET_KEY = "crGatewayPullSecret"  # noqa: S105 (a key name, not a secret)
+FILTER_KEY = "crGatewayFilter"
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -81,6 +82,12 @@ class Project:
     def one_build_per_digest(self) -> bool:
         """``crGatewayOneBuildPerDigest``: pushes of one digest share one build."""
         return self.data.get(ONE_BUILD_PER_DIGEST_KEY, "").strip().lower() == "true"
+
+    @property
+    def filter(self) -> str:
+        """``crGatewayFilter``: the CEL expression an image must satisfy to
+        be built, or ``""`` (or only white space) when every image is."""
+        return self.data.get(FILTER_KEY, "")
 
     @property
     def pull_secret(self) -> str:

@@ -71,7 +71,7 @@ def _expression(args: argparse.Namespace) -> str:
     """The expression to try: --expression, else the project's."""
     if args.expression is not None:
         return str(args.expression)
-    from ..delivery.filters import FILTER_KEY
+    from ..brigade import FILTER_KEY
     from .token import _read
 
     secret = _read(connect(args), args.project).secret
@@ -83,6 +83,7 @@ def _expression(args: argparse.Namespace) -> str:
 
 def _test(args: argparse.Namespace) -> int:
     from .. import registries
+    from ..brigade import FILTER_KEY
     from ..delivery import enrich, filters
     from ..events import ImageFacts
 
@@ -112,7 +113,7 @@ def _test(args: argparse.Namespace) -> int:
     found = bool(args.platform or labels or args.digest)
     facts = ImageFacts(args.digest, "", tuple(args.platform), labels) if found else None
     request = filters.request_variable(args.commit, headers, query)
-    print(f"{filters.FILTER_KEY}: {text}")
+    print(f"{FILTER_KEY}: {text}")
     print(f"judged {'early, needing no lookup' if not rule.needs_lookup else 'after lookups'}")
     passed = 0
     for event in delivery.events:

@@ -41,13 +41,13 @@ from typing import Any
 import attr
 from twisted.logger import Logger
 
+from ..brigade import FILTER_KEY
 from ..events import ImageEvent
 from ..lookups.outcomes import Result
 from . import enrich
 
 log = Logger()
 
-FILTER_KEY = "crGatewayFilter"
 # The longest expression taken, in UTF-8 bytes.
 MAX_BYTES = 4096
 # How deep comprehensions may nest: each level multiplies the work by the
@@ -360,13 +360,13 @@ class Filters:
     _cache: OrderedDict[str, Filter | str] = attr.ib(factory=OrderedDict, init=False)
     _lock: threading.Lock = attr.ib(factory=threading.Lock, init=False)
 
-    def of(self, project_id: str, data: Mapping[str, str]) -> Filter | None:
+    def of(self, project_id: str, text: str) -> Filter | None:
         """The project's filter, or None when it has none.
 
+        :param text: the project's expression (:attr:`.Project.filter`).
         :raises InvalidFilter: its expression cannot be used.
         """
-        text = data.get(FILTER_KEY)
-        if text is None or not text.strip():
+        if not text.strip():
             return None
         with self._lock:
             known = self._cache.get(text)

@@ -104,7 +104,7 @@ class Pipeline:
                 "no known registry sends this payload ([gateway] strict = true)",
             )
         try:
-            rule = self.filters.of(trace.project, project.data)
+            rule = self.filters.of(trace.project, project.filter)
         except filters.InvalidFilter as e:
             raise Refusal(422, "invalid filter", str(e)) from None
         if delivery.events:
