@@ -317,7 +317,7 @@ REQUESTS = st.builds(
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(text=expressions(), event=EVENTS, facts=FACTSES, request=REQUESTS)
+@given(text=expressions() | st.text(max_size=80), event=EVENTS, facts=FACTSES, request=REQUESTS)
 def test_random_expressions_and_events(
     text: str, event: ImageEvent, facts: ImageFacts | None, request: Any
 ) -> None:
@@ -497,3 +497,28 @@ def test_library_loaded_without_its_command() -> None:
         "assert cel.compile('1 == 1').execute({}) is True\n"
     )
     subprocess.run([sys.executable, "-c", probe], check=True, cwd=ROOT, timeout=120)
+
+
+def test_pipeline_some_images_pass() -> None:
+    """One webhook naming two images: the one the filter passes is built, the answer is Success."""
+    store = store_with(EXAMPLES[0][0])
+    events = [
+        {
+            "id": f"two-{tag}",
+            "timestamp": "2026-01-02T15:04:05Z",
+            "action": "push",
+            "target": {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": "sha256:" + "ab" * 32,
+                "repository": "acme/app",
+                "tag": tag,
+            },
+            "request": {"host": "registry.example.com"},
+            "actor": {"name": "ci"},
+        }
+        for tag in ("latest", "v1.2.3")
+    ]
+    answer = deliver(store, json.dumps({"events": events}).encode())
+    assert answer.body["status"] == "Success" and len(answer.body["builds"]) == 1
+    [build] = store.builds()
+    assert json.loads(decoded(build)["payload"])["target"]["tag"] == "v1.2.3"
