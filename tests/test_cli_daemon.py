@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +19,12 @@ from brigade_crgw.brigade import project_id
 from brigade_crgw.cli import main
 from brigade_crgw.registries import NAMES
 from devtools import gateway as gateway_process
+from devtools.outage import FORWARD, REFUSE, Proxy, proxied_kubeconfig
 from devtools.plane import write_kubeconfig
 from devtools.plane.identity import b64
 from devtools.plane.processes import free_port
 from devtools.projects import TOKEN, decoded, fresh
+from devtools.waiting import until
 from scripts.demo import demo_ini
 
 from . import registry as R
@@ -70,11 +71,9 @@ def push(gateway: gateway_process.Daemon, token: str) -> int:
 
 def wait_for_status(gateway: gateway_process.Daemon, token: str, status: int) -> int:
     """Push until the answer is ``status`` (the gateway's project cache
-    expiring), or 30 s: the last status."""
-    deadline = time.monotonic() + 30
-    while (answer := push(gateway, token)) != status and time.monotonic() < deadline:
-        time.sleep(0.5)
-    return answer
+    expiring); fails after 30 s."""
+    until(lambda: push(gateway, token) == status, f"a push answered {status}", 30, 0.5)
+    return status
 
 
 def test_token_add_twice_then_revoke_the_first(
@@ -360,3 +359,75 @@ def test_send_twice_is_a_redelivery(
         assert code == 0, out
         answers.append(json.loads(out.split("\n", 1)[1])["builds"])
     assert answers[0] == answers[1] and len(answers[0]) == 1
+
+
+# spool
+
+
+def test_spool_list_show_drop_during_an_outage(
+    capsys: pytest.CaptureFixture[str], namespace: Namespace, project: str, tmp_path: Path
+) -> None:
+    """During an outage ``spool list`` shows the queued builds (name,
+    project, age, the error) while the gateway runs; ``show`` shows one,
+    ``drop`` removes one, and once Kubernetes is back only the others are made."""
+    server = namespace.plane.api.configuration.host
+    proxy = Proxy(server)
+    kubeconfig = proxied_kubeconfig(
+        namespace.gateway_kubeconfig, server, proxy, tmp_path / "via.kubeconfig"
+    )
+    daemon = gateway_process.start(
+        tmp_path,
+        namespace.name,
+        kubeconfig,
+        {"kubernetes": {"retry_seconds": 1}, "spool": {"path": tmp_path / "spool.sqlite"}},
+    )
+    ini = tmp_path / f"gateway-{daemon.port}.ini"
+    try:
+        base = next(_numbers) * 10
+        assert (
+            daemon.post(f"/events/webhook/acme/app?token={TOKEN}", fresh(DOCKERHUB, base)).status
+            == 200
+        )
+        proxy.set(REFUSE)
+        queued = []
+        for n in range(1, 4):
+            answer = daemon.post(
+                f"/events/webhook/acme/app?token={TOKEN}", fresh(DOCKERHUB, base + n)
+            )
+            assert answer.status == 202, answer.body
+            queued += answer.json()["builds"]
+        code, out, _ = run(capsys, "spool", "list", "--config", str(ini))
+        assert code == 0, out
+        text = out
+        code, out, _ = run(capsys, "spool", "list", "--config", str(ini), "--json")
+        listed = json.loads(out)["builds"]
+        assert [b["name"] for b in listed] == queued
+        for build in listed:
+            assert build["state"] == "waiting" and build["age_seconds"] >= 0
+            assert build["project"] == project_id("acme/app")
+            # Why it waits: the failure that sent it to the spool.
+            assert build["error"], build
+            line = next(line for line in text.splitlines() if line.startswith(build["name"]))
+            assert build["project"] in line and line.endswith(build["error"]), line
+
+        code, out, _ = run(
+            capsys, "spool", "show", queued[0].removeprefix("brigade-worker-"), "--config", str(ini)
+        )
+        assert code == 0 and "event_provider: dockerhub" in out, out
+        code, out, _ = run(capsys, "spool", "drop", queued[1], "--config", str(ini))
+        assert code == 0, out
+        code, _, err = run(capsys, "spool", "drop", queued[1], "--config", str(ini))
+        assert code == 1 and "no build" in err
+        proxy.set(FORWARD)
+        made = until(
+            lambda: (found := set(builds(namespace))) >= {queued[0], queued[2]} and found,
+            "the spooled builds that were not dropped",
+            60,
+        )
+        assert {queued[0], queued[2]} <= made and queued[1] not in made
+        code, out, _ = run(capsys, "spool", "list", "--config", str(ini))
+        assert code == 0 and "is empty" in out, out
+    finally:
+        proxy.set(FORWARD)
+        daemon.stop()
+        proxy.close()

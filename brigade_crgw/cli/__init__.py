@@ -14,13 +14,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import check, filter, send, token, url
+from . import check, filter, send, spool, token, url
 from ._verb import Failed, Verb
 
 __all__ = ["VERBS", "Failed", "Verb", "main"]
 
 #: Every verb, in the order ``--help`` lists them.
-VERBS: tuple[Verb, ...] = (token.VERB, url.VERB, check.VERB, send.VERB, filter.VERB)
+VERBS: tuple[Verb, ...] = (token.VERB, url.VERB, check.VERB, spool.VERB, send.VERB, filter.VERB)
 
 
 def parser() -> argparse.ArgumentParser:
