@@ -215,7 +215,8 @@ def long_title(event: ImageEvent, facts: ImageFacts | None = None) -> str:
     if digest:
         words.append(f"({text.printable(text.cut(digest, _MAX_DIGEST))})")
     if facts is not None and facts.platforms:
-        words.append(f"for {text.printable(', '.join(facts.platforms))}")
+        more = f" and {facts.platforms_omitted:,} more" if facts.platforms_omitted else ""
+        words.append(f"for {text.printable(', '.join(facts.platforms))}{more}")
     if facts is not None:
         # Labels are what an image's author wrote: shown as safely as a payload.
         source = text.printable(text.cut(facts.labels.get("source", ""), _MAX_HOST))

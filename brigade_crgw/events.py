@@ -67,20 +67,28 @@ _DOCKER_HUB_ALIASES = frozenset(
 )
 
 
+# The platforms an image's facts keep: an index may list thousands, and
+# they end up in titles, payloads and the lookup cache.
+MAX_PLATFORMS = 32
+
+
 @attr.s(frozen=True, auto_attribs=True)
 class ImageFacts:
     """What the registry says about one manifest.
 
     :param digest: the manifest's digest (an index's, for a multi-platform image).
     :param media_type: the manifest's media type.
-    :param platforms: ``os/architecture[/variant]`` of each image, in order.
+    :param platforms: ``os/architecture[/variant]`` of each image, in order;
+        the first :data:`MAX_PLATFORMS` only.
     :param labels: the labels of :data:`LABELS` that the image has, by short name.
+    :param platforms_omitted: how many platforms were left out of ``platforms``.
     """
 
     digest: str
     media_type: str = ""
     platforms: tuple[str, ...] = ()
     labels: Mapping[str, str] = attr.ib(factory=dict)
+    platforms_omitted: int = 0
 
 
 def canonical_host(host: str) -> str:

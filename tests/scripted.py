@@ -114,9 +114,15 @@ async def _resolve(name: str) -> list[str]:
     return ADDRESSES.get(name, [])
 
 
-def client(registry: Scripted, endpoint: str = ENDPOINT, clock: Clock | None = None) -> Any:
+def client(
+    registry: Scripted, endpoint: str = ENDPOINT, clock: Clock | None = None, also: str = ""
+) -> Any:
+    """A client of the scripted registry; ``also``, one more listed host."""
+    endpoints = {"docker.io": endpoint, "registry.example.com": endpoint}
+    if also:
+        endpoints[also] = f"https://{also}"
     return RegistryClient(
-        {"docker.io": endpoint, "registry.example.com": endpoint},
+        endpoints,
         StubTreq(registry),
         clock or Clock(),
         _resolve,

@@ -17,8 +17,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.web.server import NOT_DONE_YET, Request
 
-from brigade_crgw.events import ImageFacts
+from brigade_crgw.events import MAX_PLATFORMS, ImageFacts
 from brigade_crgw.lookups.bridge import Lookups
+from brigade_crgw.lookups.cache import FactsCache
 from brigade_crgw.lookups.credentials import Credential, parse_challenge, read_dockerconfigjson
 from brigade_crgw.lookups.documents import CONFIG_LIMIT, MANIFEST_LIMIT, OCI_INDEX, OCI_MANIFEST
 from brigade_crgw.lookups.guard import address_kind
@@ -275,10 +276,11 @@ def _bearer_registry(realm: str) -> tuple[Scripted, str]:
 
 def test_bearer_token_from_realm() -> None:
     """A Bearer challenge is answered with a token from its realm (asked with
-    the credentials and the challenge's scope); the credentials never reach
-    the registry itself and the token never reaches the realm."""
+    the credentials and the challenge's scope, the realm's host being listed
+    in [registry] hosts); the credentials never reach the registry itself
+    and the token never reaches the realm."""
     registry, manifest = _bearer_registry("https://auth.example.com/token")
-    facts, _ = inspect(client(registry), credential=Credential("u", "p"))
+    facts, _ = inspect(client(registry, also="auth.example.com"), credential=Credential("u", "p"))
     assert facts.digest == manifest and facts.labels == {"revision": REVISION}
     to_realm = [s for s in registry.seen if s[1] == "auth.example.com"]
     to_registry = [s for s in registry.seen if s[1] == "registry.example.com"]
@@ -299,8 +301,33 @@ def test_bearer_token_anonymous() -> None:
 def test_wrong_credentials() -> None:
     """A token service that refuses the credentials gives ``unauthorized``."""
     registry, _ = _bearer_registry("https://auth.example.com/token")
-    error = failure(client(registry), credential=Credential("u", "wrong"))
+    error = failure(client(registry, also="auth.example.com"), credential=Credential("u", "wrong"))
     assert error.outcome == UNAUTHORIZED
+
+
+@pytest.mark.parametrize(
+    "realm",
+    [
+        "https://auth.example.com/token",
+        "https://registry.example.com:8443/token",
+    ],
+)
+def test_realm_elsewhere_is_asked_without_the_credential(realm: str) -> None:
+    """A token realm that is neither the endpoint's scheme, host and port nor
+    listed in [registry] hosts (another host, another port of the same host)
+    is asked for a token without the pull secret's credential."""
+    registry, _ = _bearer_registry(realm)
+    inspect(client(registry), credential=Credential("u", "p"))
+    host = realm.split("/")[2]
+    assert [s[3] for s in registry.seen if s[1] == host and "/token" in s[2]] == [""]
+
+
+def test_realm_of_the_endpoint_itself_gets_the_credential() -> None:
+    """A token realm at the endpoint's own scheme, host and port is sent it."""
+    registry, _ = _bearer_registry("https://registry.example.com/token")
+    inspect(client(registry), credential=Credential("u", "p"))
+    asked = [s[3] for s in registry.seen if s[2].startswith("/token")]
+    assert asked == [Credential("u", "p").basic()]
 
 
 @pytest.mark.parametrize("realm", ["http://auth.example.com/token", "https://10.9.9.9/token"])
@@ -471,3 +498,65 @@ def test_reference_only_from_grammar(host: str, repository: str, tag: str, diges
     if reference is not None:
         for part in (reference.repository, reference.tag, reference.digest):
             assert not set(part) & set("?#%\\ \t\n") and ".." not in part
+
+
+def test_a_wide_index_keeps_a_few_platforms_and_counts_the_rest() -> None:
+    """An index of 5,000 platforms keeps the first MAX_PLATFORMS and counts
+    the others; linux/amd64, listed last, is still the image read."""
+    registry = Scripted()
+    amd, _ = image(registry, {"org.opencontainers.image.version": "amd"}, tag="amd")
+    children = [
+        {"digest": amd, "platform": {"os": "linux", "architecture": f"arch{n}"}}
+        for n in range(4999)
+    ]
+    children.append({"digest": amd, "platform": {"os": "linux", "architecture": "amd64"}})
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children})
+    base = f"{ENDPOINT}/v2/acme/app/manifests"
+    registry.on("HEAD", f"{base}/v1", blob(index.encode(), OCI_INDEX))
+    registry.on("GET", f"{base}/{digest_of(index.encode())}", blob(index.encode(), OCI_INDEX))
+    facts, _ = inspect(client(registry))
+    assert len(facts.platforms) == MAX_PLATFORMS
+    assert facts.platforms_omitted == 5000 - MAX_PLATFORMS
+    assert facts.labels == {"version": "amd"}
+
+
+def test_the_cache_is_bounded_in_bytes() -> None:
+    """Entries whose labels are as large as allowed fill the cache's bytes
+    long before its entry count; the least recently used go first."""
+    cache = FactsCache(size=1024, max_bytes=64 * 1024)
+    labels = {name: "x" * 1024 for name in ("revision", "source", "version", "created")}
+    for n in range(100):
+        cache.put(("e", f"r{n}", "d", ""), ImageFacts(f"sha256:{n}", labels=labels))
+        assert cache.held <= cache.max_bytes
+    assert cache.get(("e", "r99", "d", "")) is not None
+    assert cache.get(("e", "r0", "d", "")) is None
+    assert 10 < len(cache.entries) < 16
+
+
+def test_a_challenge_of_480_kb_is_read_in_one_pass() -> None:
+    """The folded 480 KB challenge that froze the reactor parses (its first
+    MAX_CHALLENGE characters), whatever its shape: each character is looked
+    at a bounded number of times, so this returns at once."""
+    for header in (
+        'Bearer realm="https://a/token",service="x' + " a" * 240_000,
+        "Bearer " + "a" * 480_000,
+        "Bearer " + 'a="' * 160_000,
+        "Bearer " + "a=" * 240_000,
+    ):
+        scheme, _ = parse_challenge(header)
+        assert scheme == "bearer"
+
+
+def test_an_oversized_challenge_is_refused() -> None:
+    """A 401 whose challenge is over MAX_CHALLENGE bytes is ``refused``."""
+    registry = Scripted()
+    image(registry, {})
+
+    def challenge(request: Request) -> bytes:
+        request.setResponseCode(401)
+        request.setHeader("WWW-Authenticate", 'Bearer realm="' + "a" * 9000 + '"')
+        return b""
+
+    registry.on("HEAD", f"{ENDPOINT}/v2/acme/app/manifests/v1", challenge)
+    error = failure(client(registry))
+    assert error.outcome == REFUSED and "challenge" in error.reason

@@ -45,6 +45,7 @@ SHAPE = {
     "digest",
     "pusher",
     "platforms",
+    "platforms_omitted",
     "labels",
     "lookup",
 }
@@ -121,7 +122,9 @@ def world(namespace: Namespace, tmp_path_factory: pytest.TempPathFactory) -> Ite
             {
                 "gateway": {"annotate_payload": "true"},
                 "registry": {
-                    "hosts": " ".join(endpoints),
+                    # The token service is on another port: listed, it is
+                    # sent the pull secret's credential.
+                    "hosts": " ".join([*endpoints, tokens.tokens.realm.split("/")[2]]),
                     "endpoints": " ".join(f"{k}={v}" for k, v in endpoints.items()),
                     "timeout": TIMEOUT,
                     "pull_secret": "crgw-pull",
@@ -245,6 +248,7 @@ def test_dockerhub_push_gains_digest_platforms_commit(world: World) -> None:
         "digest": world.single.digest,
         "pusher": "alice",
         "platforms": ["linux/amd64"],
+        "platforms_omitted": 0,
         "labels": {
             "revision": SHA,
             "source": "https://git.example.com/acme/app",

@@ -63,8 +63,13 @@ def pushed(
         registry.stop()
 
 
-def _client(endpoint: str) -> RegistryClient:
-    return RegistryClient.create({"docker.io": endpoint}, reactor)
+def _client(endpoint: str, registry: R.Registry | None = None) -> RegistryClient:
+    """A client of ``endpoint`` as docker.io; a token registry's realm, on
+    another port, is listed too, so that it is sent the credential."""
+    endpoints = {"docker.io": endpoint}
+    if registry is not None and registry.tokens is not None:
+        endpoints[registry.tokens.realm.split("/")[2]] = registry.tokens.realm.rsplit("/", 1)[0]
+    return RegistryClient.create(endpoints, reactor)
 
 
 def _ref(tag: str = "", digest: str = "") -> Reference:
@@ -83,7 +88,7 @@ async def _failure(client: RegistryClient, *args: Any) -> LookupFailed:
 async def test_single_platform(pushed: tuple[R.Registry, R.Layout, R.Layout]) -> None:
     """A tag resolves to the pushed digest, with its platform and all four labels."""
     registry, single, _ = pushed
-    facts, cached = await _client(registry.url).inspect(_ref("v1"), CREDENTIAL, 10)
+    facts, cached = await _client(registry.url, registry).inspect(_ref("v1"), CREDENTIAL, 10)
     assert not cached
     assert facts.digest == single.digest and facts.media_type == R.OCI_MANIFEST
     assert facts.platforms == ("linux/amd64",)
@@ -100,7 +105,7 @@ async def test_multi_platform(pushed: tuple[R.Registry, R.Layout, R.Layout]) -> 
     """An index gives both platforms and the amd64 image's labels; a second
     lookup by its digest comes from the cache."""
     registry, _, multi = pushed
-    client = _client(registry.url)
+    client = _client(registry.url, registry)
     facts, _ = await client.inspect(_ref("v2"), CREDENTIAL, 10)
     assert facts.digest == multi.digest and facts.media_type == R.OCI_INDEX
     assert facts.platforms == ("linux/amd64", "linux/arm64/v8")
@@ -113,7 +118,9 @@ async def test_multi_platform(pushed: tuple[R.Registry, R.Layout, R.Layout]) -> 
 async def test_by_digest(pushed: tuple[R.Registry, R.Layout, R.Layout]) -> None:
     """A push that names its digest (Distribution) is looked up by that digest."""
     registry, single, _ = pushed
-    facts, _ = await _client(registry.url).inspect(_ref(digest=single.digest), CREDENTIAL, 10)
+    facts, _ = await _client(registry.url, registry).inspect(
+        _ref(digest=single.digest), CREDENTIAL, 10
+    )
     assert facts.labels["revision"] == SHA
 
 
@@ -123,7 +130,7 @@ async def test_wrong_and_missing_credentials(
 ) -> None:
     """A wrong password and no credentials both give ``unauthorized``."""
     registry, _, _ = pushed
-    client = _client(registry.url)
+    client = _client(registry.url, registry)
     wrong = await _failure(client, _ref("v1"), Credential(R.USER, "nope"), 10)
     anonymous = await _failure(client, _ref("v1"), None, 10)
     assert wrong.outcome == anonymous.outcome == UNAUTHORIZED
@@ -133,7 +140,7 @@ async def test_wrong_and_missing_credentials(
 async def test_unknown_tag(pushed: tuple[R.Registry, R.Layout, R.Layout]) -> None:
     """A tag the registry does not have is ``not_found``."""
     registry, _, _ = pushed
-    error = await _failure(_client(registry.url), _ref("missing"), CREDENTIAL, 10)
+    error = await _failure(_client(registry.url, registry), _ref("missing"), CREDENTIAL, 10)
     assert error.outcome == NOT_FOUND
 
 
@@ -175,7 +182,7 @@ async def test_redirect_to_loopback_http_refused(tmp_path: Path) -> None:
     try:
         layout = R.write_layout(tmp_path / "l", "v1", LABELS)
         R.push(layout, registry, "acme/app")
-        error = await _failure(_client(registry.url), _ref("v1"), None, 10)
+        error = await _failure(_client(registry.url, registry), _ref("v1"), None, 10)
         assert error.outcome == REFUSED and "https only" in error.reason
         with pytest.raises(BlockingIOError):
             listener.accept()
@@ -191,7 +198,7 @@ async def test_oversized_config(tmp_path: Path) -> None:
     try:
         layout = R.write_layout(tmp_path / "l", "big", LABELS, pad_config=CONFIG_LIMIT)
         R.push(layout, registry, "acme/app")
-        error = await _failure(_client(registry.url), _ref("big"), None, 10)
+        error = await _failure(_client(registry.url, registry), _ref("big"), None, 10)
         assert error.outcome == TOO_LARGE
     finally:
         registry.stop()

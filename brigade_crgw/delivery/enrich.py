@@ -60,6 +60,7 @@ def normalised(event: ImageEvent, facts: ImageFacts | None, lookup: str) -> dict
         "digest": event.digest or (facts.digest if facts else ""),
         "pusher": event.pusher,
         "platforms": list(facts.platforms) if facts else [],
+        "platforms_omitted": facts.platforms_omitted if facts else 0,
         "labels": dict(labels),
         "lookup": lookup,
     }

@@ -11,7 +11,9 @@ from a webhook that anyone holding a project token can send:
 * credentials go to the endpoint and its token realm only, never across a
   redirect;
 * a manifest may be 4 MiB at most, a config blob 1 MiB, and every document
-  read must match its digest (:mod:`.documents`).
+  read must match its digest (:mod:`.documents`);
+* an answer's status line and headers may be 64 KiB at most
+  (:class:`BoundedHead`).
 
 Answers are cached by digest (:mod:`.cache`); a tag's digest is asked every time.
 """
@@ -28,16 +30,55 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web._newclient import HEADER, STATUS, HTTP11ClientProtocol
+from twisted.web.client import _HTTP11ClientFactory
 
 from ..events import ImageFacts
 from .cache import FactsCache
 from .credentials import Credential
 from .guard import Guard, GuardedEndpoints, Resolver, reactor_resolver
-from .outcomes import FAILED, TIMEOUT, UNLISTED, LookupFailed, failed, first_line
+from .outcomes import FAILED, TIMEOUT, TOO_LARGE, UNLISTED, LookupFailed, failed, first_line
 from .references import Reference
 from .session import Session
 
 log = Logger()
+
+# The most a registry's status line and headers may take.  Twisted's client
+# sets no bound of its own (a folded header may go on for ever), and the
+# headers are parsed on the reactor, so the lookup's timeout cannot help.
+MAX_HEAD = 64 * 1024
+
+
+class BoundedHead(HTTP11ClientProtocol):
+    """An HTTP/1.1 client connection that gives up on an answer whose
+    status line and headers pass :data:`MAX_HEAD` bytes.
+
+    The parser (Twisted's, private) is asked only whether it is still
+    reading the head; bytes are counted from each answer's start.
+    """
+
+    _counting: object = None
+    _head = 0
+
+    def dataReceived(self, bytes: bytes) -> None:
+        parser = self._parser
+        reading_head = parser is not None and parser.state in (STATUS, HEADER)
+        if reading_head and parser is not self._counting:
+            self._counting, self._head = parser, 0
+        super().dataReceived(bytes)
+        if not reading_head:
+            return
+        self._head += len(bytes)
+        if parser is not None and self._parser is parser and parser.state in (STATUS, HEADER):
+            if self._head > MAX_HEAD:
+                reason = f"the registry's answer has over {MAX_HEAD} bytes of headers"
+                self._giveUp(Failure(LookupFailed(TOO_LARGE, reason)))
+
+
+class _BoundedFactory(_HTTP11ClientFactory):
+    def buildProtocol(self, addr: Any) -> BoundedHead:
+        return BoundedHead(self._quiescentCallback)
 
 
 @attr.s(auto_attribs=True)
@@ -69,6 +110,7 @@ class RegistryClient:
         pool = HTTPConnectionPool(reactor, persistent=True)
         pool.maxPersistentPerHost = 4
         pool.cachedConnectionTimeout = 30
+        pool._factory = _BoundedFactory
         guard = Guard({(urlsplit(url).hostname or "").lower() for url in endpoints.values()})
         factory = GuardedEndpoints(reactor, BrowserLikePolicyForHTTPS(), guard)
         agent = Agent.usingEndpointFactory(reactor, factory, pool=pool)
@@ -95,6 +137,7 @@ class RegistryClient:
             endpoint,
             reference.repository,
             credential,
+            frozenset(self.endpoints),
         )
         d = ensureDeferred(session.inspect(reference))
 
@@ -107,6 +150,10 @@ class RegistryClient:
         def translate(failure: Any) -> Any:
             if failure.check(LookupFailed):
                 return failure
+            for reason in getattr(failure.value, "reasons", ()):
+                # Twisted wraps why a connection was given up (BoundedHead).
+                if isinstance(reason, Failure) and reason.check(LookupFailed):
+                    return reason
             if failure.check(TimeoutError, CancelledError):
                 raise LookupFailed(TIMEOUT, f"no answer within {timeout:g}s") from None
             raise LookupFailed(

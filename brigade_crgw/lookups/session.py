@@ -12,9 +12,9 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import attr
 from twisted.logger import Logger
 
-from ..events import ImageFacts
+from ..events import DOCKER_HUB_API, MAX_PLATFORMS, ImageFacts
 from .cache import FactsCache
-from .credentials import Credential, parse_challenge
+from .credentials import MAX_CHALLENGE, Credential, parse_challenge
 from .documents import (
     ACCEPT,
     CONFIG_LIMIT,
@@ -36,6 +36,9 @@ from .references import DIGEST, Reference
 
 log = Logger()
 
+# Docker Hub's token service, whose realm is not registry-1.docker.io's host.
+DOCKER_HUB_AUTH = "auth.docker.io"
+
 
 @attr.s(auto_attribs=True)
 class Session:
@@ -44,6 +47,8 @@ class Session:
     :param http: a treq-like client; :param cache: facts by digest;
     :param guard: where redirects and realms were judged to lead;
     :param resolve: host name to addresses.
+    :param listed: the hosts of ``[registry] hosts``: a token realm on one
+        of them may be sent the credential (see :meth:`_realm_trusted`).
     """
 
     http: Any
@@ -53,6 +58,7 @@ class Session:
     endpoint: str
     repository: str
     credential: Credential | None
+    listed: frozenset[str] = frozenset()
     authorization: str | None = attr.ib(default=None, repr=False)
 
     def _url(self, kind: str, reference: str) -> str:
@@ -115,19 +121,17 @@ class Session:
                     if chosen is None or platform == "linux/amd64":
                         chosen = (child_digest, platform)
             if chosen is None:
-                return ImageFacts(
-                    digest, media_type, tuple(platforms), labels_of(index_annotations)
-                )
+                return _capped(digest, media_type, platforms, labels_of(index_annotations))
             image, _ = await self._manifest(chosen[0])
         else:
             image = doc
         config_digest = (image.get("config") or {}).get("digest")
         if not isinstance(config_digest, str) or not DIGEST.match(config_digest):
             # Not an image (a chart, an artifact): what the manifests say.
-            return ImageFacts(
+            return _capped(
                 digest,
                 media_type,
-                tuple(platforms),
+                platforms,
                 labels_of(image.get("annotations"), index_annotations),
             )
         config = await self._blob(config_digest)
@@ -140,7 +144,7 @@ class Session:
             image.get("annotations"),
             index_annotations,
         )
-        return ImageFacts(digest, media_type, tuple(platforms), labels)
+        return _capped(digest, media_type, platforms, labels)
 
     async def _blob(self, digest: str) -> dict[str, Any]:
         url = self._url("blobs", digest)
@@ -158,6 +162,10 @@ class Session:
         if response.code == 401:
             challenge = (response.headers.getRawHeaders("www-authenticate") or [""])[0]
             await self._discard(response)
+            if len(challenge) > MAX_CHALLENGE:
+                raise LookupFailed(
+                    REFUSED, f"the registry's challenge is over {MAX_CHALLENGE} bytes"
+                )
             self.authorization = await self._answer(challenge)
             response = await self._send(method, url, headers, self.authorization)
             if response.code == 401:
@@ -207,13 +215,20 @@ class Session:
             query["service"] = params["service"]
         url = f"{realm}{'&' if urlsplit(realm).query else '?'}{urlencode(query)}"
         headers = {"Accept": "application/json"}
-        if self.credential is not None:
+        trusted = self._realm_trusted(realm)
+        if self.credential is not None and trusted:
             headers["Authorization"] = self.credential.basic()
         response = await self.http.request(
             "GET", url, headers=headers, allow_redirects=False, unbuffered=True
         )
         if response.code in (401, 403):
             await self._discard(response)
+            if self.credential is not None and not trusted:
+                raise LookupFailed(
+                    UNAUTHORIZED,
+                    f"the token realm {urlsplit(realm).netloc} is not the registry's own "
+                    "nor in [registry] hosts: asked without the credential, and refused",
+                )
             raise LookupFailed(UNAUTHORIZED, "the token service refused the credentials")
         if not 200 <= response.code < 300:
             await self._discard(response)
@@ -223,6 +238,22 @@ class Session:
         if not isinstance(token, str) or not token:
             raise LookupFailed(FAILED, "the token service sent no token")
         return f"Bearer {token}"
+
+    def _realm_trusted(self, realm: str) -> bool:
+        """Whether a token realm may be sent the pull secret's credential:
+        only when it has the endpoint's very scheme, host and port, when its
+        ``host[:port]`` is listed in ``[registry] hosts``, or when it is
+        Docker Hub's own token service for Docker Hub.  Any other realm is
+        asked for a token without it (enough for public images)."""
+        if origin(realm) == origin(self.endpoint):
+            return True
+        netloc = urlsplit(realm).netloc.lower()
+        if netloc in self.listed:
+            return True
+        return origin(self.endpoint) == origin(DOCKER_HUB_API) and origin(realm) == (
+            "https",
+            DOCKER_HUB_AUTH,
+        )
 
     async def _check_away(self, url: str, what: str) -> None:
         """Refuse ``url`` (a redirect or a token realm) unless it is https (or
@@ -262,3 +293,11 @@ class Session:
             await read_body(response, SMALL_LIMIT, "answer")
         except LookupFailed:
             pass
+
+
+def _capped(
+    digest: str, media_type: str, platforms: list[str], labels: dict[str, str]
+) -> ImageFacts:
+    """The facts, with the platforms past :data:`MAX_PLATFORMS` counted, not kept."""
+    kept = tuple(platforms[:MAX_PLATFORMS])
+    return ImageFacts(digest, media_type, kept, labels, len(platforms) - len(kept))
