@@ -62,6 +62,19 @@ def exchange(
         connection.close()
 
 
+def wait_not_listening(port: int, timeout: float = 30.0) -> None:
+    """Until nothing accepts connections on loopback ``port`` any more."""
+
+    def refused() -> bool:
+        try:
+            exchange(port, "GET", "/healthz", timeout=2)
+        except OSError:
+            return True
+        return False
+
+    until(refused, f"port {port} to stop listening", timeout)
+
+
 @attr.s(auto_attribs=True)
 class Daemon:
     process: subprocess.Popen[bytes]
@@ -124,15 +137,7 @@ class Daemon:
     def wait_not_listening(self, timeout: float = 30.0) -> None:
         """Until the gateway no longer accepts connections (it stops
         listening at SIGTERM)."""
-
-        def refused() -> bool:
-            try:
-                self.request("GET", "/healthz", timeout=2)
-            except OSError:
-                return True
-            return False
-
-        until(refused, "the gateway to stop listening", timeout)
+        wait_not_listening(self.port, timeout)
 
     def stop(self, timeout: float = 40.0) -> int:
         """SIGTERM, as systemd and Kubernetes stop it; the exit code."""

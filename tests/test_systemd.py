@@ -31,7 +31,7 @@ import pytest
 import devtools.kubectl
 from brigade_crgw.brigade import project_id
 from devtools import ROOT, debian, rootfs
-from devtools.gateway import Answer, exchange, free_port
+from devtools.gateway import Answer, exchange, free_port, wait_not_listening
 from devtools.outage import FORWARD, HANG, Proxy, proxied_kubeconfig
 from devtools.plane import PlaneError
 from devtools.projects import decoded, fresh, project_secret
@@ -119,15 +119,7 @@ class Site:
         machines.wait_for(
             lambda: self.machine.show(UNIT, "ActiveState")["ActiveState"] == "deactivating"
         )
-
-        def refused() -> bool:
-            try:
-                self.request("GET", "/healthz", timeout=2)
-            except OSError:
-                return True
-            return False
-
-        until(refused, "the gateway to stop listening")
+        wait_not_listening(self.port)
 
     def wait_ready(self, **kwargs: Any) -> None:
         """Until /healthz answers; fails at once if the unit fails."""
