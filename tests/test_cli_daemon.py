@@ -154,6 +154,36 @@ def test_namespace_from_brigade_namespace(
     assert code == 0 and out.startswith("acme/app ("), out
 
 
+def test_kubeconfig_and_namespace_found_as_kubectl_finds_them(
+    capsys: pytest.CaptureFixture[str],
+    namespace: Namespace,
+    project: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With no options the kubeconfig is $KUBECONFIG's (the second of a list
+    too) and the namespace its current context's; --context chooses
+    another context, and --namespace wins over both."""
+    doc = yaml.safe_load(namespace.plane.admin_kubeconfig.read_text())
+    here = doc["contexts"][0]
+    here["context"]["namespace"] = namespace.name
+    elsewhere = {"name": "elsewhere", "context": {**here["context"], "namespace": "nowhere"}}
+    doc["contexts"] = [here, elsewhere]
+    doc["current-context"] = here["name"]
+    kubeconfig = tmp_path / "operator.kubeconfig"
+    kubeconfig.write_text(json.dumps(doc))
+    monkeypatch.delenv("BRIGADE_NAMESPACE", raising=False)
+    monkeypatch.setenv("KUBECONFIG", f"{tmp_path / 'absent.kubeconfig'}:{kubeconfig}")
+    code, out, err = run(capsys, "token", "list", "acme/app")
+    assert code == 0 and out.startswith("acme/app ("), err
+    code, _, err = run(capsys, "token", "list", "acme/app", "--context", "elsewhere")
+    assert code == 1 and "in namespace nowhere" in err, err
+    code, out, _ = run(
+        capsys, "token", "list", "acme/app", "--context", "elsewhere", "-n", namespace.name
+    )
+    assert code == 0, out
+
+
 # check
 
 

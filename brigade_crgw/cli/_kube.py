@@ -61,12 +61,12 @@ def connect(args: argparse.Namespace) -> Cluster:
 
     configuration = client.Configuration()
     context_namespace = ""
+    # Named here: the client reads $KUBECONFIG once, when it is imported.
+    files = args.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
     try:
         if args.kubeconfig or _default_kubeconfig_exists():
-            config.load_kube_config(
-                args.kubeconfig, args.context, configuration, persist_config=False
-            )
-            contexts, current = config.list_kube_config_contexts(args.kubeconfig)
+            config.load_kube_config(files, args.context, configuration, persist_config=False)
+            contexts, current = config.list_kube_config_contexts(files)
             chosen = next((c for c in contexts if c["name"] == args.context), current)
             context_namespace = ((chosen or {}).get("context") or {}).get("namespace") or ""
         else:
@@ -74,9 +74,8 @@ def connect(args: argparse.Namespace) -> Cluster:
             if _SERVICE_ACCOUNT_NAMESPACE.exists():
                 context_namespace = _SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
     except (ConfigException, OSError, ValueError, TypeError) as e:
-        where = args.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
         raise Failed(
-            f"no usable Kubernetes configuration in {where}: {e}; "
+            f"no usable Kubernetes configuration in {files}: {e}; "
             "give --kubeconfig, or set $KUBECONFIG"
         ) from None
     # One quick failure, not the client's silent retries.
