@@ -197,11 +197,16 @@ def _binary(name: str) -> str:
 
 
 def start_registry(
-    directory: Path, auth: str = "htpasswd", redirect_to: str = "", timeout: float = 20.0
+    directory: Path,
+    auth: str = "htpasswd",
+    redirect_to: str = "",
+    timeout: float = 20.0,
+    notifications: Mapping[str, Any] | None = None,
 ) -> Registry:
     """Start ``docker-registry`` on 127.0.0.1 with ``auth`` ``htpasswd``,
     ``token`` or ``none``; ``redirect_to`` sends blob downloads there (the
-    storage ``redirect`` middleware, as a CDN in front of a registry)."""
+    storage ``redirect`` middleware, as a CDN in front of a registry);
+    ``notifications`` is its config's ``notifications`` section (webhooks)."""
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config: dict[str, Any] = {
@@ -229,6 +234,8 @@ def start_registry(
                 "rootcertbundle": str(tokens.bundle),
             }
         }
+    if notifications is not None:
+        config["notifications"] = notifications
     if redirect_to:
         config["middleware"] = {
             "storage": [{"name": "redirect", "options": {"baseurl": redirect_to}}]

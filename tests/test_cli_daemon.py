@@ -368,6 +368,48 @@ def test_send_makes_a_build(
         assert decoded(made[build])["event_provider"] == name
 
 
+def test_distributions_setup_text_makes_a_build(
+    capsys: pytest.CaptureFixture[str],
+    namespace: Namespace,
+    gateway: gateway_process.Daemon,
+    tmp_path: Path,
+) -> None:
+    """The ``notifications:`` block that ``url --registry distribution``
+    prints, put as it is into a real registry's configuration, makes that
+    registry's push of an image a build."""
+    base = f"http://127.0.0.1:{gateway.port}"
+    code, out, _ = run(
+        capsys,
+        "url",
+        "acme/app",
+        "--registry",
+        "distribution",
+        "--base",
+        base,
+        "--token",
+        TOKEN,
+        "--json",
+    )
+    assert code == 0, out
+    block = yaml.safe_load(json.loads(out)["command"])
+    registry = R.start_registry(tmp_path / "registry", "none", notifications=block["notifications"])
+    try:
+        tag = f"v{next(_numbers)}"
+        R.push(R.write_layout(tmp_path / "layout", tag, {}), registry, "acme/app")
+        made = until(
+            lambda: [
+                data
+                for secret in builds(namespace).values()
+                if (data := decoded(secret))["event_provider"] == "distribution"
+                and f"acme/app:{tag}" in data["short_title"]
+            ],
+            "the registry's push as a build",
+        )
+    finally:
+        registry.stop()
+    assert len(made) == 1 and made[0]["event_type"] == "image_push", made
+
+
 def test_send_without_the_token_is_refused(
     capsys: pytest.CaptureFixture[str], gateway: gateway_process.Daemon
 ) -> None:
