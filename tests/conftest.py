@@ -52,15 +52,26 @@ class Namespace:
     plane: Cluster
 
 
+# Whether a collected test is marked ``node`` (tests/test_node.py): then the
+# local plane starts with its node, once, before any test uses it.
+NODE_WANTED = pytest.StashKey[bool]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Note whether the local plane must have a node for this session."""
+    config.stash[NODE_WANTED] = any(item.get_closest_marker("node") for item in items)
+
+
 @pytest.fixture(scope="session")
-def plane() -> Cluster:
-    """The admin's view of a real cluster."""
+def plane(request: pytest.FixtureRequest) -> Cluster:
+    """The admin's view of a real cluster; the local plane comes with a node
+    (``scripts/control-plane up --node``) when a collected test needs one."""
     path = os.environ.get("BRIGADE_CRGW_TEST_KUBECONFIG")
     if path:
         return Cluster(None, config.new_client_from_config(path))
     local = Plane()
     try:
-        local.up()
+        local.up(node=request.config.stash.get(NODE_WANTED, False))
     except PlaneError as e:
         pytest.fail(f"the local control plane did not start: {e}", pytrace=False)
     return Cluster(local, local.admin_api())

@@ -159,6 +159,40 @@ def kubernetes_binaries() -> dict[str, Path]:
     return {name: bin_dir / name for name in ("kube-apiserver", "etcd")}
 
 
+NODE_BINARIES = ("kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager")
+
+
+def _version_flags() -> str:
+    """The linker flags that stamp a Kubernetes binary with its release version."""
+    return " ".join(
+        f"-X k8s.io/component-base/version.{k}={v}"
+        for k, v in {
+            "gitVersion": KUBERNETES_VERSION,
+            "gitMajor": "1",
+            "gitMinor": KUBERNETES_VERSION.split(".")[1],
+        }.items()
+    )
+
+
+def build_node() -> dict[str, Path]:
+    """Build the node's binaries (:data:`NODE_BINARIES`) from the same module
+    graph as kube-apiserver, unless cached; their paths by name."""
+    directory = f"kubernetes-{KUBERNETES_VERSION}"
+    wanted = {name: cache_root() / directory / "bin" / name for name in NODE_BINARIES}
+    if all(p.exists() for p in wanted.values()):
+        return wanted
+    say("the node's binaries are built once, in a few minutes")
+    return build_go_binaries(
+        directory,
+        [f"{KUBE_APISERVER_PACKAGE}@{KUBERNETES_VERSION}"],
+        [
+            GoBinary(name, f"k8s.io/kubernetes/cmd/{name}", _version_flags())
+            for name in NODE_BINARIES
+        ],
+        _staging_replaces(),
+    )
+
+
 def build_kubernetes() -> dict[str, Path]:
     """Build kube-apiserver and etcd with this machine's Go, unless cached.
 
@@ -169,14 +203,7 @@ def build_kubernetes() -> dict[str, Path]:
     if all(p.exists() for p in wanted.values()):
         return wanted
     say(f"kube-apiserver {KUBERNETES_VERSION} and etcd are built once, in several minutes")
-    version_flags = " ".join(
-        f"-X k8s.io/component-base/version.{k}={v}"
-        for k, v in {
-            "gitVersion": KUBERNETES_VERSION,
-            "gitMajor": "1",
-            "gitMinor": KUBERNETES_VERSION.split(".")[1],
-        }.items()
-    )
+    version_flags = _version_flags()
     return build_go_binaries(
         f"kubernetes-{KUBERNETES_VERSION}",
         [f"{KUBE_APISERVER_PACKAGE}@{KUBERNETES_VERSION}"],

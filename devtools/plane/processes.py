@@ -45,7 +45,13 @@ def alive(pid: int) -> bool:
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
-        return True
+        # Not ours (started by an earlier command): a zombie that init has
+        # not reaped yet has exited all the same.
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
     return done == 0
 
 
