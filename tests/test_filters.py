@@ -522,3 +522,17 @@ def test_pipeline_some_images_pass() -> None:
     assert answer.body["status"] == "Success" and len(answer.body["builds"]) == 1
     [build] = store.builds()
     assert json.loads(decoded(build)["payload"])["target"]["tag"] == "v1.2.3"
+
+
+def test_pipeline_invalid_filter_and_pings() -> None:
+    """A project whose filter cannot be used still answers Event Grid's
+    handshake, and refuses a registry's ping with the 422."""
+    store = store_with("image.tag ==")
+    payloads = ROOT / "tests" / "payloads" / "acr"
+    handshake = deliver(
+        store, (payloads / "SubscriptionValidation-eventgrid-docs.json").read_bytes()
+    )
+    assert handshake.code == 200 and "validationResponse" in handshake.body
+    with pytest.raises(Exception) as raised:
+        deliver(store, (payloads / "ping-kargo-trimmed.json").read_bytes())
+    assert getattr(raised.value, "code", None) == 422
