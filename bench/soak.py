@@ -90,7 +90,13 @@ class Fleet:
         settings = {k: dict(v) for k, v in self.settings.items()}
         settings.setdefault("spool", {})["path"] = self.tmp / f"spool-{i}.sqlite"
         replica = daemon.start(
-            self.tmp, self.namespace, self.kubeconfig, settings, timeout=60, port=self.ports[i]
+            self.tmp,
+            self.namespace,
+            self.kubeconfig,
+            settings,
+            60,
+            base=daemon.shipped_settings(),
+            port=self.ports[i],
         )
         if i < len(self.replicas):
             self.replicas[i] = replica

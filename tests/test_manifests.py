@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attr
 import pytest
 import yaml
 from kubernetes import client
@@ -44,6 +45,7 @@ CUSTOM = {
     "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
     "podDisruptionBudget": {"maxUnavailable": 2},
     "serviceAccount": {"name": "registry-gateway"},
+    "shutdownDelaySeconds": 20,
 }  # fmt: skip
 
 
@@ -96,10 +98,11 @@ def ini_of(rendered: dict[tuple[str, str], dict[str, Any]]) -> str:
 
 def test_values_hold_every_ini_key() -> None:
     """values.yaml's config has a line for every key of the gateway's ini,
-    under its section ([kubernetes] namespace is brigadeNamespace)."""
+    under its section ([kubernetes] namespace is brigadeNamespace, [server]
+    shutdown_delay is shutdownDelaySeconds)."""
     for section, keys in _SCHEMA.items():
         for key in keys:
-            if (section, key) == ("kubernetes", "namespace"):
+            if (section, key) in (("kubernetes", "namespace"), ("server", "shutdown_delay")):
                 continue
             assert key in VALUES["config"].get(section, {}), (
                 f"[{section}] {key} is missing from charts/brigade-crgw/values.yaml "
@@ -111,11 +114,15 @@ def test_values_hold_every_ini_key() -> None:
 
 def test_defaults_render_the_shipped_configuration(helm_binary: Path, tmp_path: Path) -> None:
     """With default values the rendered ini is the configuration of
-    etc/brigade-crgw.ini, with the pod's ServiceAccount and namespace."""
-    ini = ini_of(objects(render(helm_binary, tmp_path, "brigade")))
+    etc/brigade-crgw.ini, with the pod's ServiceAccount and namespace, and
+    the chart's shutdown delay (10 s; the grace period follows it)."""
+    rendered = objects(render(helm_binary, tmp_path, "brigade"))
+    ini = ini_of(rendered)
     environ = {"BRIGADE_NAMESPACE": "brigade"}
     shipped = Config.from_ini(str(ROOT / "etc" / "brigade-crgw.ini"), environ)
-    assert Config.from_string(ini, environ) == shipped
+    assert Config.from_string(ini, environ) == attr.evolve(shipped, shutdown_delay=10.0)
+    pod = one(rendered, "Deployment")["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 50
 
 
 def test_default_objects(helm_binary: Path, tmp_path: Path) -> None:
@@ -180,12 +187,42 @@ def test_custom_values(helm_binary: Path, tmp_path: Path) -> None:
     assert config.event_types == {"image_push", "chart_push"} and config.strict is True
     assert config.require == "when-configured"
     assert config.token_keys == ("crGatewayToken", "oldToken")
+    assert config.shutdown_delay == 20 and pod["terminationGracePeriodSeconds"] == 60
     monitor = one(rendered, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
     binding = one(rendered, "RoleBinding")
     assert binding["subjects"][0]["name"] == "registry-gateway"
     assert one(rendered, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 2
+
+
+@pytest.mark.parametrize(
+    ("values", "says"),
+    [
+        ({"shutdownDelaySeconds": 20, "terminationGracePeriodSeconds": 40}, "at least"),
+        ({"config": {"server": {"shutdown_delay": 5}}}, "set shutdownDelaySeconds"),
+    ],
+)
+def test_grace_period_must_cover_the_delay(
+    helm_binary: Path, tmp_path: Path, values: dict[str, Any], says: str
+) -> None:
+    """A grace period shorter than the shutdown delay and the drain, or a
+    shutdown delay set in config instead of shutdownDelaySeconds, is refused
+    when rendering, naming the value."""
+    result = subprocess.run(
+        [
+            str(helm_binary),
+            "template",
+            "x",
+            str(CHART),
+            "--values",
+            str(values_file(tmp_path, values)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0 and says in result.stderr, result.stderr
 
 
 def test_brigade_in_another_namespace(helm_binary: Path, tmp_path: Path) -> None:

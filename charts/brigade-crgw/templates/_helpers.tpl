@@ -28,14 +28,21 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
 {{/*
-The ini file from .Values.config: a section per map, `key = value` per key.
+The ini file from .Values.config: a section per map, `key = value` per key
+([server] shutdown_delay comes from .Values.shutdownDelaySeconds).
 Whole numbers stay whole (YAML numbers arrive as floats), lists become
 space-separated words, and nothing else is special, so a new key of the
 gateway needs only its line in values.yaml.
 */}}
 {{- define "brigade-crgw.ini" -}}
+{{- if hasKey (.Values.config.server | default dict) "shutdown_delay" }}
+{{- fail "set shutdownDelaySeconds, not config.server.shutdown_delay: the grace period follows it" }}
+{{- end }}
 {{- range $section, $keys := .Values.config }}
 {{- printf "[%s]\n" $section }}
+{{- if eq $section "server" }}
+{{- printf "shutdown_delay = %v\n" (int64 $.Values.shutdownDelaySeconds) }}
+{{- end }}
 {{- range $key, $value := $keys }}
 {{- $text := toString $value }}
 {{- if kindIs "slice" $value }}
@@ -52,4 +59,22 @@ gateway needs only its line in values.yaml.
 {{- end }}
 {{- end }}
 {{- end }}
+{{- end -}}
+
+{{/*
+The pod's grace period: shutdownDelaySeconds, then up to 30 s for the
+webhooks in flight, and 10 s to spare; an explicit value must leave the
+delay and the drain their time.
+*/}}
+{{- define "brigade-crgw.gracePeriod" -}}
+{{- $delay := int64 .Values.shutdownDelaySeconds -}}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds -}}
+{{- add $delay 40 -}}
+{{- else -}}
+{{- $grace := int64 .Values.terminationGracePeriodSeconds -}}
+{{- if lt $grace (add $delay 30) -}}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be at least shutdownDelaySeconds + 30 (%d): the delay, then up to 30 s for the webhooks in flight" $grace (add $delay 30)) -}}
+{{- end -}}
+{{- $grace -}}
+{{- end -}}
 {{- end -}}
