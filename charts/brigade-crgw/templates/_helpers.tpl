@@ -62,18 +62,20 @@ gateway needs only its line in values.yaml.
 {{- end -}}
 
 {{/*
-The pod's grace period: shutdownDelaySeconds, then up to 30 s for the
-webhooks in flight, and 10 s to spare; an explicit value must leave the
+The pod's grace period: shutdownDelaySeconds, then up to drain_seconds for
+the webhooks in flight, and 10 s to spare; an explicit value must leave the
 delay and the drain their time.
 */}}
 {{- define "brigade-crgw.gracePeriod" -}}
 {{- $delay := int64 .Values.shutdownDelaySeconds -}}
+{{- $drain := int64 (.Values.config.server.drain_seconds | default 30) -}}
+{{- $needed := add $delay $drain -}}
 {{- if kindIs "invalid" .Values.terminationGracePeriodSeconds -}}
-{{- add $delay 40 -}}
+{{- add $needed 10 -}}
 {{- else -}}
 {{- $grace := int64 .Values.terminationGracePeriodSeconds -}}
-{{- if lt $grace (add $delay 30) -}}
-{{- fail (printf "terminationGracePeriodSeconds (%d) must be at least shutdownDelaySeconds + 30 (%d): the delay, then up to 30 s for the webhooks in flight" $grace (add $delay 30)) -}}
+{{- if lt $grace $needed -}}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be at least shutdownDelaySeconds + drain_seconds (%d)" $grace $needed) -}}
 {{- end -}}
 {{- $grace -}}
 {{- end -}}
