@@ -4,6 +4,7 @@ daemon: tokens a webhook then uses, ``check`` on good and bad identities,
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import uuid
@@ -139,6 +140,66 @@ def test_token_for_a_missing_project(
     code, out, err = run(capsys, "token", "add", "acme/nothing", *as_admin(namespace))
     assert code == 1 and not out
     assert f"no project acme/nothing in namespace {namespace.name}" in err
+
+
+def test_token_add_without_the_right_to_update(
+    capsys: pytest.CaptureFixture[str], namespace: Namespace, project: str
+) -> None:
+    """As an identity that may get but not update Secrets (the gateway's
+    own), ``token add`` fails on one line naming the verb, the Secret and
+    the namespace, and the project keeps its tokens."""
+    before = namespace.plane.core.read_namespaced_secret(
+        project_id("acme/app"), namespace.name
+    ).data
+    code, out, err = run(
+        capsys,
+        "token",
+        "add",
+        "acme/app",
+        "--kubeconfig",
+        str(namespace.gateway_kubeconfig),
+        "-n",
+        namespace.name,
+    )
+    assert code == 1 and not out
+    assert err.startswith(
+        f"brigade-crgw token: your identity may not update Secret {project_id('acme/app')} "
+        f"in namespace {namespace.name} (the API server answered 403: "
+    ), err
+    after = namespace.plane.core.read_namespaced_secret(project_id("acme/app"), namespace.name).data
+    assert after == before
+
+
+def test_token_add_keeps_a_change_made_meanwhile(
+    capsys: pytest.CaptureFixture[str],
+    namespace: Namespace,
+    project: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another writer changing the Secret between the command's read and its
+    write makes the API server refuse the write (409); the command reads
+    again, and both changes are kept."""
+    replace = client.CoreV1Api.replace_namespaced_secret
+    writes: list[str] = []
+
+    def after_another_writer(api: Any, name: str, ns: str, body: Any, **kwargs: Any) -> Any:
+        if not writes:
+            secret = namespace.plane.core.read_namespaced_secret(name, ns)
+            tokens = decoded(namespace.plane.api.sanitize_for_serialization(secret))
+            secret.data["crGatewayToken"] = base64.b64encode(
+                f"{tokens['crGatewayToken']} meanwhile".encode()
+            ).decode()
+            replace(namespace.plane.core, name, ns, secret)
+        writes.append(name)
+        return replace(api, name, ns, body, **kwargs)
+
+    monkeypatch.setattr(client.CoreV1Api, "replace_namespaced_secret", after_another_writer)
+    code, out, err = run(capsys, "token", "add", "acme/app", "--json", *as_admin(namespace))
+    assert code == 0, err
+    assert len(writes) == 2  # refused once, then written
+    secret = namespace.plane.core.read_namespaced_secret(project_id("acme/app"), namespace.name)
+    tokens = decoded(namespace.plane.api.sanitize_for_serialization(secret))["crGatewayToken"]
+    assert {"meanwhile", json.loads(out)["token"]} <= set(tokens.split())
 
 
 def test_namespace_from_brigade_namespace(
