@@ -39,6 +39,11 @@ PROJECTS = {
     "acme/invalid": INVALID,
     "acme/evalerr": MISSING_LABEL,
     "acme/changing": "false",
+    "acme/request": (
+        "request.query.source == 'ci' && !('token' in request.query)"
+        " && request.headers['content-type'].startsWith('application/vnd.docker')"
+        " && !('authorization' in request.headers) && request.commit == 'main'"
+    ),
 }
 CACHE_SECONDS = 1
 _ids = itertools.count(1)
@@ -231,3 +236,18 @@ def test_cli_reads_the_projects_filter(
         assert main([*argv, *admin, world.namespace.name]) == expected
         out = capsys.readouterr().out
         assert f"crGatewayFilter: {SEMVER}" in out and f"acme/app:{tag}" in out
+
+
+def test_request_variable(world: World) -> None:
+    """request, over real HTTP: the query without the token, the headers
+    without credentials, the URL's commit-ish."""
+    body = push(HOST, world.single.digest, "v1.2.3")
+    for query, expected in (("&source=ci", "Success"), ("&source=other", "ignored")):
+        answer = world.gateway.request(
+            "POST",
+            f"/events/webhook/acme/request/main?token={TOKEN}{query}",
+            body,
+            {**DISTRIBUTION, "Authorization": f"Bearer {TOKEN}"},
+            timeout=ANSWER_WITHIN,
+        )
+        assert answer.status == 200 and answer.json()["status"] == expected, answer.body
