@@ -1,7 +1,7 @@
 """``brigade-crgw check --config INI``: everything the gateway would check at
 start, and a little more, without serving.
 
-In order: the ini; the kubeconfig the ini names (the gateway's identity,
+In order: the ini; ``[server] listen``; the kubeconfig the ini names (the gateway's identity,
 found as the daemon finds it: ``--kubeconfig``, ``--context`` and
 ``--namespace`` stand in for the ini's, as ``twistd brigade-crgw``'s
 options do); that the API server answers; what that identity may do with
@@ -30,7 +30,7 @@ from ._verb import Failed, Verb, add_config_option, load_config
 if TYPE_CHECKING:
     from ..config import Config
 
-OK, WARNING, FAILED, SKIPPED = "ok", "warning", "FAILED", "skipped"
+OK, WARNING, FAILED = "ok", "warning", "FAILED"
 NEEDED = ("get", "create")
 SPARE = ("list", "watch", "update", "patch", "delete")
 
@@ -40,7 +40,7 @@ class Result:
     """One check's outcome.
 
     :param check: what was checked, in a word or two (``spool``).
-    :param status: :data:`OK`, :data:`WARNING`, :data:`FAILED` or :data:`SKIPPED`.
+    :param status: :data:`OK`, :data:`WARNING` or :data:`FAILED`.
     :param message: what was found.
     :param fix: what to do about it (for a warning or a failure).
     """
@@ -81,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def checks(args: argparse.Namespace) -> Iterator[Result]:
-    """Every check, in order; later ones are skipped when what they need failed."""
+    """Every check, in order; those that need what failed are not run."""
     try:
         config = load_config(args, kubeconfig=args.kubeconfig, namespace=args.namespace)
     except Failed as e:
@@ -118,7 +118,6 @@ def _listen(listen: str) -> Result:
 
 
 def _kubernetes(config: Config) -> Iterator[Result]:
-
     from ..kubernetes.store import StoreConfigError, load_api_client
 
     try:
