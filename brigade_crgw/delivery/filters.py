@@ -17,9 +17,10 @@ why.  Everything here is synchronous and CPU-bound, like the rest of the
 pipeline, and runs on its thread pool.
 
 The library has no cost limit, and it holds the GIL while it evaluates: a
-slow filter holds the reactor too.  Three guards keep the cost of one
-evaluation near linear in what it reads (the worst cases measured are in
-the docs): the expression is at most :data:`MAX_BYTES` long, comprehensions
+slow filter holds the reactor too.  Three guards keep out the costly
+shapes measured (``bench/cel.py --worst``; the docs give the figures, and
+the one shape left, a long chain of list ``+`` over a large list): the
+expression is at most :data:`MAX_BYTES` long, comprehensions
 (``all``, ``exists``, ``exists_one``) do not nest, and ``map`` and
 ``filter``, whose cost in this library grows with the square of the list,
 are refused (a boolean filter can say the same with ``exists``, ``all`` or
@@ -80,7 +81,9 @@ VARIABLES = frozenset({"image", "request"})
 
 class InvalidFilter(Exception):
     """An expression that cannot be used: it does not compile, is too long,
-    or nests too deep.  Its message is for the project's owner."""
+    names a variable other than ``image`` and ``request``, uses ``map`` or
+    ``filter``, or nests comprehensions.  Its message is for the project's
+    owner."""
 
 
 @attr.s(frozen=True, auto_attribs=True)
