@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import time
@@ -240,3 +241,27 @@ def test_podman_stop_drains_and_exits_0(
     assert gateway.process.wait(30) == 0, gateway.log()
     state = json.loads(podman("inspect", name))[0]["State"]
     assert state["ExitCode"] == 0 and not state["OOMKilled"], state
+
+
+@pytest.mark.integration
+def test_the_command_inside_the_running_container(
+    container: tuple[gateway_process.Daemon, Proxy],
+) -> None:
+    """``brigade-crgw`` is on the image's PATH: inside the running read-only
+    container, as its user, ``check`` passes on the container's own ini (the
+    gateway's identity, the spool the gateway has open), and ``spool list``
+    reads that spool."""
+    gateway, _ = container
+    name = container_name(gateway)
+    ini = "/etc/brigade-crgw/brigade-crgw.ini"
+    checked = subprocess.run(
+        ["podman", "exec", name, "brigade-crgw", "check", "--config", ini],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert re.search(r"^ok +may create secrets", checked.stdout, re.M), checked.stdout
+    assert re.search(r"^ok +spool: .* opens and takes a write", checked.stdout, re.M)
+    listed = podman("exec", name, "brigade-crgw", "spool", "list", "--config", ini)
+    assert listed.endswith("is empty."), listed
