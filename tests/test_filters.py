@@ -333,6 +333,53 @@ def test_random_expressions_and_events(
     assert isinstance(verdict.error, str)
 
 
+NAMES = st.sampled_from(
+    [
+        "image.tag",
+        "image.host",
+        "image.pusher",
+        "image.repository",
+        "image.registry",
+        "image.action",
+        "image.platforms",
+        "image.labels",
+        "image.labels.source",
+        "image.digest",
+        "image.lookup",
+        "image",
+        "image['tag']",
+        "'image.platforms'",
+        "request.commit",
+    ]
+)
+
+
+@st.composite
+def reading(draw: st.DrawFn, depth: int = 2) -> str:
+    """A random expression over the image's fields, mostly valid CEL."""
+    if depth == 0 or draw(st.booleans()):
+        return draw(NAMES)
+    kind = draw(st.sampled_from(["binary", "call"]))
+    if kind == "binary":
+        return draw(reading(depth - 1)) + draw(OPERATORS) + draw(reading(depth - 1))
+    return draw(CALLS).replace("{}", draw(reading(depth - 1)))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=reading(), event=EVENTS, facts=FACTSES.filter(lambda f: f is not None))
+def test_early_filters_need_no_lookup(text: str, event: ImageEvent, facts: ImageFacts) -> None:
+    """A filter judged before the lookups gives the verdict it would give after them."""
+    try:
+        rule = filters.compile_filter(text)
+    except filters.InvalidFilter:
+        return
+    if rule.needs_lookup:
+        return
+    before = rule.judge(enrich.normalised(event, None, "off"), REQUEST)
+    after = rule.judge(enrich.normalised(event, facts, "found"), REQUEST)
+    assert before == after, (before, after)
+
+
 # The pipeline with a filter.
 
 
