@@ -518,6 +518,7 @@ def test_cli_filter_test(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
     assert "judged early, needing no lookup" in out
     code, out, _ = run_cli(capsys, *common, EXAMPLES[1][0])
     assert code == 1 and "false   myregistry.azurecr.io/hello-world:v1.2.3" in out
+    assert "give --platform, --label, --digest" in out
     code, out, _ = run_cli(capsys, *common, EXAMPLES[1][0], "--platform", "linux/arm64")
     assert code == 0 and "judged after lookups" in out
     code, out, _ = run_cli(capsys, *common, "image.labels.source == 'x'", "--label", "a=b")

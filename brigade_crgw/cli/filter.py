@@ -115,6 +115,11 @@ def _test(args: argparse.Namespace) -> int:
     request = filters.request_variable(args.commit, headers, query)
     print(f"{FILTER_KEY}: {text}")
     print(f"judged {'early, needing no lookup' if not rule.needs_lookup else 'after lookups'}")
+    if rule.needs_lookup and not found:
+        print(
+            "  (it reads what a lookup finds, which the gateway has only with [registry] "
+            "hosts; here none: give --platform, --label, --digest)"
+        )
     passed = 0
     for event in delivery.events:
         image = enrich.normalised(event, facts, "found" if found else "off")
