@@ -584,3 +584,18 @@ def test_pipeline_invalid_filter_and_pings() -> None:
     with pytest.raises(Exception) as raised:
         deliver(store, (payloads / "ping-kargo-trimmed.json").read_bytes())
     assert getattr(raised.value, "code", None) == 422
+
+
+def test_library_conformance_as_documented() -> None:
+    """The library misses exactly the four conformance rows docs/filters.rst names."""
+    from bench import cel as comparison
+
+    rows = comparison.conformance(comparison.RustCel())
+    missed = sorted(str(r["expression"]) for r in rows if not r["ok"])
+    assert missed == [
+        "image.platforms[1].split('/')[1] == 'arm64'",
+        "image.repository.lowerAscii() == 'team/app'",
+        "matches(image.tag, '^v[0-9]')",
+        "size('\u00e9t\u00e9') == 3",
+    ]
+    assert f"{len(rows)} expressions" in DOCS and len(rows) - len(missed) == 42
