@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := setup.py $(shell find brigade_crgw twisted -name '*.py' -o -name '*.json' 2>/dev/null)
 
-.PHONY: venv run test test-fast lint bench bench-cel plane-up plane-down image helm chart docs clean
+.PHONY: venv run test test-fast lint bench soak bench-cel plane-up plane-down image helm chart docs clean
 
 venv: $(VENV)/.installed
 
@@ -52,6 +52,13 @@ bench-cel:
 	test -x build/cel-bench/bin/python || $(PYTHON) -m venv build/cel-bench
 	build/cel-bench/bin/pip install --quiet cel-python==0.5.0 common-expression-language==0.10.0
 	build/cel-bench/bin/python -m bench.cel --worst $(BENCH_ARGS)
+
+# The fleet soak (bench/soak.py): replicas behind the real HAProxy with
+# etc/haproxy.cfg while a replica is SIGKILLed, every replica restarted and
+# the API server away; the answers by code, lost, duplicated and refused.
+# make soak SOAK_ARGS="--minutes 10"; --help for the rest.
+soak: venv
+	PYTHONPATH=$(CURDIR) $(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(BIN)/pip install --quiet '.[test,bench]'

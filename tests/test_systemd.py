@@ -451,3 +451,61 @@ def test_socket_activation(site: Site) -> None:
             f"systemctl disable --now {socket_unit}; systemctl stop {UNIT};"
             f" systemctl reset-failed {UNIT}"
         )
+
+
+def test_restart_with_socket_activation_refuses_none(site: Site) -> None:
+    """Under socket activation, ``systemctl restart brigade-crgw`` while
+    single-attempt senders push refuses none of their pushes: systemd holds
+    the port, so what arrives while the gateway restarts waits in the
+    socket's backlog for the new process; each push makes one build."""
+    socket_unit = "brigade-crgw.socket"
+    site.machine.write(
+        f"/etc/systemd/system/{socket_unit}.d/loopback.conf",
+        f"[Socket]\nListenStream=\nListenStream=[::1]:{site.port}\n",
+        mode="0644",
+    )
+    site.configure(site.ini("systemd:domain=INET6:index=0"), restart=False)
+    answers: dict[int, Answer | str] = {}
+    stop = threading.Event()
+    numbers = iter(range(50_000, 60_000))
+    lock = threading.Lock()
+
+    def sender() -> None:
+        while not stop.is_set():
+            with lock:
+                n = next(numbers)
+            try:
+                answers[n] = site.webhook(n, host="::1", timeout=60)
+            except OSError as e:  # a refused or cut connection: the push is lost
+                answers[n] = type(e).__name__
+
+    def more(count: int) -> None:
+        target = len(answers) + count
+        until(lambda: len(answers) >= target, f"{count} more answers", 120)
+
+    try:
+        site.machine.run(docs_block("installation", "systemd-test", "socket"), cwd=INSTALL)
+        site.wait_ready(host="::1")
+        threads = [threading.Thread(target=sender) for _ in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            more(10)
+            for _ in range(2):
+                pid = site.machine.show(UNIT, "MainPID")["MainPID"]
+                site.machine.run(f"systemctl restart {UNIT}")
+                assert site.machine.show(UNIT, "MainPID")["MainPID"] != pid
+                more(10)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(120)
+        codes = {n: a.status if isinstance(a, Answer) else a for n, a in answers.items()}
+        assert set(codes.values()) == {200}, {n: c for n, c in codes.items() if c != 200}
+        names = [n for a in answers.values() if isinstance(a, Answer) for n in a.json()["builds"]]
+        assert len(set(names)) == len(answers) and set(names) <= site.builds()
+    finally:
+        site.machine.run(
+            f"systemctl disable --now {socket_unit}; systemctl stop {UNIT};"
+            f" systemctl reset-failed {UNIT}"
+        )
