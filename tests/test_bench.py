@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import profile, report, wrk
+from bench import profile, report, soak, wrk
 from bench.measure import PUSH, Gateways, direct_body, sample_push
 from brigade_crgw import registries
 from devtools import gateway
@@ -244,3 +244,25 @@ def test_profile_headline() -> None:
     assert areas["twisted"] == 1.0 and areas["ssl"] == 0.26 and areas["json"] == 0.14
     assert areas["TLS handshakes (ssl do_handshake)"] == 0.26
     assert "26% TLS handshakes" in profile.markdown(summary)
+
+
+def test_soak_report_counts_lost_duplicated_and_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """The soak's table counts a push answered 2xx without a build as lost,
+    one with two builds as duplicated, and a final non-2xx as refused; it
+    fails on any of them for single-attempt senders, but not on a retrying
+    sender's refusal."""
+    single, retrying = soak.SINGLE, soak.RETRYING
+    pushes = {
+        0: soak.Push(single, ["200"]),
+        1: soak.Push(single, ["202"]),
+        2: soak.Push(retrying, ["503", "200"]),
+        3: soak.Push(retrying, ["ConnectionResetError"] * 5),
+    }
+    builds = {0: ["a"], 1: ["b"], 2: ["c"]}
+    assert soak._report(pushes, builds) is False
+    table = capsys.readouterr().out
+    assert "| single-attempt | 2 | 200: 1, 202: 1 | 0 | 0 | 0 | 0 |" in table
+    assert "| retrying | 2 | 200: 1, ConnectionResetError: 1 | 2 | 0 | 0 | 1 |" in table
+    assert soak._report({**pushes, 4: soak.Push(single, ["200"])}, builds) is True  # lost
+    assert soak._report(pushes, {**builds, 1: ["b", "b2"]}) is True  # duplicated
+    assert soak._report({**pushes, 5: soak.Push(single, ["503"])}, builds) is True  # refused
