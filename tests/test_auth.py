@@ -160,3 +160,25 @@ def test_any_input_is_a_verdict(headers: dict[str, str], query: str | None, body
     except auth.Unauthorized:
         return
     assert TOKEN in (query or "") + "".join(headers.values()) or method.endswith("signature")
+
+
+def test_screen_reads_a_signed_request_whatever_its_project() -> None:
+    """At the headers, a signed request is let through to its body for an
+    unknown project and a project without a token, as for one with a token,
+    so that the answer (and its timing) does not tell them apart; unsigned,
+    all three are refused there."""
+    signed = auth.Presented({"x-hub-signature-256": "sha256=" + "0" * 64}, None, b"")
+    unsigned = auth.Presented({"authorization": "Bearer wrong"}, None, b"")
+    for data in (None, {}, {"crGatewayToken": "t"}):
+        auth.screen(POLICY, data, signed)
+        with pytest.raises(auth.Unauthorized):
+            auth.screen(POLICY, data, unsigned)
+
+
+def test_presents_nothing() -> None:
+    """Only a request without a token, Authorization or signature presents nothing."""
+    assert auth.presents_nothing(auth.Presented({}, None, b"x"))
+    assert not auth.presents_nothing(auth.Presented({}, "", b""))
+    assert not auth.presents_nothing(auth.Presented({"authorization": "x"}, None, b""))
+    assert not auth.presents_nothing(auth.Presented({"x-signature": "x"}, None, b""))
+    assert not auth.presents_nothing(auth.Presented({"x-jfrog-event-auth": "x"}, None, b""))

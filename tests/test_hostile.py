@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -22,12 +23,12 @@ import pytest
 
 from devtools import gateway as gateway_process
 from devtools.hostile_registry import HostileRegistry
-from devtools.outage import HANG, Proxy, proxied_kubeconfig
-from devtools.projects import decoded, fresh, project_secret
+from devtools.outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
+from devtools.projects import TOKEN, decoded, fresh, project_secret
 
 from . import registry as R
 from .conftest import Namespace
-from .helpers import BEARER, DOCKERHUB, builds
+from .helpers import BEARER, DOCKERHUB, builds, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -178,6 +179,178 @@ def test_lookup_log_line_is_escaped(world: World) -> None:
     assert "wide/escaped:v1\\x0a2026-01-01 [forged#info] hi\\x1b[2J gave nothing" in log
     assert "\x1b" not in log
     assert not any(line.startswith("2026-01-01 [forged") for line in log.splitlines())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"push_data": {"pushed_at": 1%s, "tag": "v1"}, "repository": {"repo_name": "a/b"}}'
+        % (b"0" * 400),
+        b'{"events": [{"action": "push", "timestamp": 1%s, "target": {"repository": "a/b",'
+        b' "tag": "v1"}}]}' % (b"0" * 400),
+    ],
+    ids=["dockerhub", "distribution"],
+)
+def test_huge_numbers_are_400(world: World, body: bytes) -> None:
+    """A number too large for any timestamp is a JSON 400, not a 503 and a traceback."""
+    answer = world.gateway.post(GOOD, body, BEARER)
+    assert answer.status == 400, answer.body
+    assert "too large" in answer.json()["reason"]
+
+
+def test_deep_binary_cloudevent_is_not_a_crash(world: World) -> None:
+    """A binary CloudEvent whose data is 2,000 nested arrays gets the same
+    answer with annotate_payload on as a shallow one, never 503."""
+    headers = {
+        **BEARER,
+        "ce-specversion": "1.0",
+        "ce-type": "x.image.pushed",
+        "ce-source": "s",
+        "ce-id": uuid.uuid4().hex,
+    }
+    deep = world.gateway.post(GOOD, b"[" * 2000 + b"]" * 2000, headers)
+    headers["ce-id"] = uuid.uuid4().hex
+    shallow = world.gateway.post(GOOD, b"[[]]", headers)
+    assert deep.status == shallow.status != 503, (deep.body, shallow.body)
+    assert deep.headers["content-type"] == "application/json"
+
+
+def raw_request(port: int, head: bytes) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(head)
+    return s
+
+
+def head(path: str, length: int, extra: str = "") -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"{extra}Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def test_expect_continue_only_after_the_headers_are_judged(world: World) -> None:
+    """``Expect: 100-continue`` gets no 100 with a 413 or a 401 judged at
+    the headers, and a 100 before the body of a webhook that is let in."""
+    expect = "Expect: 100-continue\r\n"
+    with raw_request(world.gateway.port, head(GOOD, 10 * 1024 * 1024, expect)) as s:
+        answer = read_all(s)
+    assert answer.startswith(b"HTTP/1.1 413 ") and b"100 Continue" not in answer
+    with raw_request(world.gateway.port, head("/events/webhook/no/body", 40_000, expect)) as s:
+        answer = read_all(s)
+    assert answer.startswith(b"HTTP/1.1 401 ") and b"100 Continue" not in answer
+    body = fresh(DOCKERHUB, 7001) + b" " * 30_000
+    auth = f"Authorization: Bearer {TOKEN}\r\nConnection: close\r\n"
+    with raw_request(world.gateway.port, head(GOOD, len(body), expect + auth)) as s:
+        assert s.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(body)
+        answer = read_all(s)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+
+
+def test_undecodable_path_is_a_json_400(world: World) -> None:
+    """A path holding ``%ff`` (not UTF-8) is a JSON 400, logged without a traceback."""
+    for path in ("/events/webhook/ac%ffme/app", "/%ff"):
+        answer = world.gateway.post(path, DOCKERHUB, BEARER)
+        assert answer.status == 400 and answer.json()["status"] == "bad request"
+    assert "Traceback" not in world.gateway.log()
+
+
+def test_unknown_and_existing_projects_look_alike_before_credentials(world: World) -> None:
+    """A signed request whose body (large enough to be judged at its
+    headers) has not come yet is held the same for an unknown project as for
+    an existing one, then both get the same 401."""
+    body = DOCKERHUB + b" " * 40_000
+    sockets = [
+        raw_request(
+            world.gateway.port,
+            head(path, len(body), "X-Hub-Signature-256: sha256=" + "0" * 64 + "\r\n"),
+        )
+        for path in (GOOD, "/events/webhook/nobody/here")
+    ]
+    try:
+        for s in sockets:
+            s.settimeout(1)
+            with pytest.raises(TimeoutError):
+                s.recv(100)
+        for s in sockets:
+            s.settimeout(10)
+            s.sendall(body)
+        answers = [read_all(s) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+    assert answers[0].startswith(b"HTTP/1.1 401 ")
+    assert answers[0].split(b"\r\n\r\n")[1] == answers[1].split(b"\r\n\r\n")[1]
+
+
+def test_declared_bodies_never_sent_hold_no_budget(world: World) -> None:
+    """64 signed requests declaring 256 KiB bodies and sending none (the
+    whole max_buffered_bytes, if it were charged on the declaration) leave
+    room for an honest push."""
+    sockets = [
+        raw_request(
+            world.gateway.port,
+            head(GOOD, 256 * 1024, "X-Hub-Signature-256: sha256=" + "0" * 64 + "\r\n"),
+        )
+        for _ in range(64)
+    ]
+    try:
+        answer = world.gateway.post(GOOD, fresh(DOCKERHUB, 7002), BEARER)
+        assert answer.status == 200, answer.body
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_readyz_tells_the_world_only_ready_or_not(namespace: Namespace, tmp_path: Path) -> None:
+    """With the API server unreachable (and no spool), /readyz is a bare 503
+    to anyone not on this host (here: through a proxy that says so): no
+    address, no identity.  The reason is in the log, and on loopback."""
+    server = namespace.plane.api.configuration.host
+    proxy = Proxy(server)
+    proxy.set(REFUSE)
+    kubeconfig = proxied_kubeconfig(
+        namespace.gateway_kubeconfig, server, proxy, tmp_path / "proxied.kubeconfig"
+    )
+    gateway = gateway_process.start(tmp_path, namespace.name, kubeconfig)
+    try:
+        deadline = time.monotonic() + 30
+        while "Kubernetes is unavailable" not in gateway.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        world = gateway.request("GET", "/readyz", headers={"X-Forwarded-For": "203.0.113.9"})
+        assert world.status == 503 and world.json() == {"status": "unavailable"}
+        local = gateway.request("GET", "/readyz")
+        assert local.status == 503 and "no spool" in local.json()["reason"]
+        assert "not ready: " in gateway.log()
+    finally:
+        gateway.stop()
+        proxy.close()
+
+
+def test_unknown_project_flood_in_an_outage_leaves_room(world: World) -> None:
+    """While the API server hangs, 64 requests naming unknown projects (with
+    some bearer) cannot take the slots or the threads a known project's push
+    needs: it is answered 202, its build queued."""
+    assert world.gateway.post(GOOD, fresh(DOCKERHUB, 7003), BEARER).status == 200
+    world.proxy.set(HANG)
+    told: list[int] = []
+
+    def unknown(n: int) -> None:
+        path = f"/events/webhook/flood-{n}/app"
+        told.append(world.gateway.post(path, DOCKERHUB, {"Authorization": "Bearer x"}).status)
+
+    flood = [threading.Thread(target=unknown, args=(n,)) for n in range(64)]
+    try:
+        for thread in flood:
+            thread.start()
+        answer = world.gateway.post(GOOD, fresh(DOCKERHUB, 7004), BEARER)
+        assert answer.status == 202, answer.body
+        assert answer.json()["status"] == "queued"
+    finally:
+        world.proxy.set(FORWARD)
+        for thread in flood:
+            thread.join(30)
+    assert set(told) <= {401, 503}, told
 
 
 def test_sigterm_ends_lookups_and_retries(namespace: Namespace, tmp_path: Path) -> None:

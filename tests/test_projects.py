@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from brigade_crgw.brigade import project_id
-from brigade_crgw.kubernetes.projects import MAX_ENTRIES, ProjectCache
+from brigade_crgw.kubernetes.projects import MAX_MISSES, ProjectCache
 from brigade_crgw.kubernetes.store import StoreUnavailable
 from devtools.projects import project_secret
 
@@ -111,8 +111,22 @@ def test_known_never_asks_the_store() -> None:
 
 
 def test_size_is_bounded() -> None:
-    """Made-up names cannot grow the cache past MAX_ENTRIES."""
+    """Made-up names cannot grow the cache past MAX_MISSES."""
     cache = ProjectCache(MemoryStore(), 5.0, 1.0, Clock())
-    for n in range(MAX_ENTRIES + 50):
+    for n in range(MAX_MISSES + 50):
         cache.get_project(f"brigade-{n}")
-    assert len(cache._entries) == MAX_ENTRIES
+    assert len(cache._misses) == MAX_MISSES and not cache._entries
+
+
+def test_a_flood_of_made_up_names_never_evicts_a_project() -> None:
+    """4,200 unknown names (more than MAX_ENTRIES) after a project was read
+    leave it known, so that an outage that follows can still use it."""
+    store, clock, cache, pid = _acme()
+    cache.get_project(pid)
+    for n in range(4200):
+        cache.get_project(f"brigade-flood-{n}")
+    clock.now += 3600
+    store.down = True
+    assert cache.known(pid) is not None
+    project = cache.get_project(pid)
+    assert project is not None and project.name == "acme/app"

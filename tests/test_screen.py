@@ -141,9 +141,10 @@ class ScreenTests(SynchronousTestCase):
 
 class BudgetTests(SynchronousTestCase):
     def test_body_past_the_budget_is_503_at_its_headers(self) -> None:
-        """A declared body that would pass max_buffered_bytes gets 503 with
-        Retry-After at once; one that fits is read, and gives its share back
-        when its request is over."""
+        """A declared body that cannot fit in what max_buffered_bytes has
+        left gets 503 with Retry-After at once; one that fits is read,
+        charged as its bytes arrive, and gives its share back when its
+        request is over."""
         budget = BodyBudget(10)
         transport, channel = connect(budget=budget)
         channel.dataReceived(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n")
@@ -152,10 +153,23 @@ class BudgetTests(SynchronousTestCase):
         self.assertEqual(budget.held, 0)
         transport, channel = connect(budget=budget)
         channel.dataReceived(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
-        self.assertEqual(budget.held, 10)
-        channel.dataReceived(b"0123456789")
+        self.assertEqual(budget.held, 0)
+        channel.dataReceived(b"01234")
+        self.assertEqual(budget.held, 5)
+        channel.dataReceived(b"56789")
         self.assertEqual(status(transport), 200)
         self.assertEqual(budget.held, 0)
+
+    def test_declared_bodies_never_sent_hold_nothing(self) -> None:
+        """Bodies declared and not sent (a sender that stalls) take nothing:
+        another body that fits what is really held is read."""
+        budget = BodyBudget(10)
+        for _ in range(3):
+            _, stalled = connect(budget=budget)
+            stalled.dataReceived(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        transport, channel = connect(budget=budget)
+        channel.dataReceived(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789")
+        self.assertEqual(status(transport), 200)
 
     def test_chunked_body_takes_its_share_as_it_arrives(self) -> None:
         """A body of unknown length is counted chunk by chunk against the budget."""

@@ -254,3 +254,37 @@ class ServiceTests(SynchronousTestCase):
                 self.assertEqual(told, ["stopping"])
             finally:
                 signal.signal(signal.SIGTERM, before)
+
+
+class ExpectContinueTests(SynchronousTestCase):
+    def test_no_100_after_a_413(self) -> None:
+        """A body declared over the limit with Expect: 100-continue gets the
+        413 and never a 100 after it."""
+        transport, channel, _ = connect()
+        channel.dataReceived(
+            b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n"
+        )
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 413 "))
+        self.assertNotIn(b"100 Continue", transport.value())
+
+    def test_100_once_the_body_is_wanted(self) -> None:
+        """A body that may come is told 100 Continue, once, then answered."""
+        transport, channel, _ = connect()
+        channel.dataReceived(
+            b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"
+        )
+        self.assertEqual(transport.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        channel.dataReceived(b"0123")
+        self.assertEqual(transport.value().count(b"100 Continue"), 1)
+        self.assertIn(b"200 OK", transport.value())
+
+
+class UndecodablePathTests(SynchronousTestCase):
+    def test_percent_ff_is_a_json_400(self) -> None:
+        """A path that is not UTF-8 once decoded gets a JSON 400."""
+        transport, channel, _ = connect()
+        channel.dataReceived(b"GET /ac%ffme HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 400 "))
+        self.assertIn(b"application/json", head)
+        self.assertEqual(json.loads(body)["status"], "bad request")

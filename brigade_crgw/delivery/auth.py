@@ -147,27 +147,49 @@ def matches(tokens: list[bytes], presented: Presented) -> str | None:
     return found
 
 
+def presents_nothing(presented: Presented) -> bool:
+    """Whether the request carries no credential of any kind: no ``?token=``,
+    no ``Authorization``, no signature header."""
+    headers = presented.headers
+    return (
+        presented.query_token is None
+        and "authorization" not in headers
+        and "x-jfrog-event-auth" not in headers
+        and not any(header in headers for _, header, _, _ in _SIGNATURES)
+    )
+
+
 def screen(policy: Policy, data: Mapping[str, str] | None, presented: Presented) -> None:
     """Judge a request before its body is read: refuse it when no body could
     make it acceptable.
 
-    An unknown project, a project without a token (under ``always``), and
-    plain credentials that match no token with no signature header beside
-    them are refused as :func:`authorise` would.  Only a request carrying a
-    signature needs its body to be judged; :func:`authorise` then judges it
-    whole.  ``presented.body`` is not looked at.
+    Plain credentials that match no token with no signature header beside
+    them are refused as :func:`authorise` would, and so are an unknown
+    project and a project without a token (under ``always``) unless the
+    request is signed: a signed request needs its body to be judged, and is
+    read whatever its project, so that its answer does not tell whether the
+    project exists; :func:`authorise` then judges it whole.
+    ``presented.body`` is not looked at.
 
     :raises Unauthorized: as :func:`authorise` does.
     """
-    if data is None:
-        raise Unauthorized(INVALID)
+    signed = any(header in presented.headers for _, header, _, _ in _SIGNATURES)
+    if data is None or (not project_tokens(data, policy.token_keys) and policy.require == ALWAYS):
+        # No token could match.  A signed request is still read before it
+        # is refused, as it would be for a project with a token: whether a
+        # project exists (or has a token) must not show in the answer or
+        # its timing before credentials are checked.
+        if signed:
+            return
+        authorise(policy, data, presented)
+        return
     tokens = project_tokens(data, policy.token_keys)
     if not tokens:
         authorise(policy, data, presented)
         return
     empty = attr.evolve(presented, body=b"")
     plain = matches(tokens, attr.evolve(empty, headers=_without_signatures(presented.headers)))
-    if plain is None and not any(header in presented.headers for _, header, _, _ in _SIGNATURES):
+    if plain is None and not signed:
         raise Unauthorized(INVALID)
 
 

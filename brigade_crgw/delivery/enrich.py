@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import Any
 
-from .. import brigade
+from .. import brigade, registries
 from ..brigade import Project
 from ..events import ImageEvent, ImageFacts
 from ..lookups.outcomes import Result
@@ -71,12 +71,14 @@ def annotate(payload: bytes, value: Mapping[str, Any]) -> bytes:
 
     Every byte of the original stays as it was: the key is written just
     before the object's closing brace.  A payload that is not a JSON object
-    is returned unchanged.  (A payload that already had the key now has it
+    is returned unchanged, as is one the decoders would not read (nested
+    too deeply, numbers too large: a binary CloudEvent's data is not
+    decoded before).  (A payload that already had the key now has it
     twice; ``JSON.parse`` keeps the last, which is ours.)
     """
     try:
-        doc = json.loads(payload)
-    except ValueError:
+        doc = registries.parse_json(payload)
+    except registries.PayloadError:
         return payload
     if not isinstance(doc, dict):
         return payload

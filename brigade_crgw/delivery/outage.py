@@ -90,6 +90,9 @@ class Health:
     """
 
     failing_since: float | None = None
+    #: When reading a project the cache did not know last failed (None:
+    #: the last such read was answered).
+    read_failed_at: float | None = None
 
 
 @attr.s(auto_attribs=True)

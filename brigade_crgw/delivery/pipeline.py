@@ -160,12 +160,43 @@ class Pipeline:
         :raises Refusal: what :meth:`deliver` would answer (401, 404, 503).
         """
         deadline = self.drain.cap(self.clock() + self.config.retry_seconds)
-        project = self._project(target, trace, deadline, True)
         presented = auth.Presented(headers, query_token, b"")
+        self._refuse_the_empty_handed(target, trace, presented)
+        project = self._project(target, trace, deadline, True)
         try:
             auth.screen(self.policy, project.data if project else None, presented)
         except auth.Unauthorized as e:
             raise _unauthorized(e, trace.project) from None
+
+    def unverified(self, target: Target) -> bool:
+        """Whether a webhook for ``target`` needs Kubernetes to learn its
+        project (the cache never read it): such work may hold a thread for
+        the whole retry budget of an outage, for a name anyone can make up,
+        so the web layer bounds how many run at once."""
+        return self.projects.known(brigade.project_id(target.project)) is None
+
+    def failing(self) -> bool:
+        """Whether Kubernetes is failing creates, or reads of new projects."""
+        return self.health.failing_since is not None or self._reads_failing()
+
+    def _reads_failing(self) -> bool:
+        """Whether a read of a project the cache did not know failed within
+        the retry budget (at least a second): another is not tried yet."""
+        failed = self.health.read_failed_at
+        window = max(self.config.retry_seconds, QUICK_ATTEMPT)
+        return failed is not None and self.clock() - failed < window
+
+    def _refuse_the_empty_handed(
+        self, target: Target, trace: Trace, presented: auth.Presented
+    ) -> None:
+        """Under ``require = always``, a request with no credential at all is
+        refused before its project is read: the same 401, in the same time,
+        for a project that exists and one that does not, at no cost to
+        Kubernetes."""
+        if self.policy.require == WHEN_CONFIGURED or not auth.presents_nothing(presented):
+            return
+        trace.project = brigade.project_id(target.project)
+        raise _unauthorized(auth.Unauthorized(auth.INVALID), trace.project)
 
     def _long_outage(self) -> bool:
         """Whether Kubernetes has failed every create for longer than the budget."""
@@ -209,7 +240,7 @@ class Pipeline:
                 self.health.failing_since = None  # it answered
             raise
         if creating:
-            self.health.failing_since = None
+            self.health.failing_since = self.health.read_failed_at = None
         return result
 
     def _project(
@@ -235,12 +266,24 @@ class Pipeline:
         # A name already starting with brigade- is taken as an ID, and may not
         # be one Kubernetes could hold: no such project, without asking.
         if brigade.is_secret_name(project_id):
+            was_known = self.projects.known(project_id) is not None
+            if not was_known and self._reads_failing():
+                # A name never read, while such reads fail: not asked again
+                # until the budget has passed (then one tries for the rest),
+                # so that made-up names cannot hold the threads.
+                raise unavailable("Kubernetes is unavailable; retry later")
             try:
                 project = self._retried(
                     deadline, lambda timeout: self.projects.get_project(project_id, timeout)
                 )
             except StoreUnavailable as e:
+                if not was_known:
+                    self.health.read_failed_at = self.clock()
                 raise _store_failed("reading the project", e) from None
+            if not was_known:
+                # Kubernetes answered (a known project may have come from
+                # the cache instead, telling nothing).
+                self.health.read_failed_at = None
         if project is None and self.policy.require == WHEN_CONFIGURED:
             raise Refusal(404, "project not found")
         return project
@@ -249,8 +292,9 @@ class Pipeline:
         self, webhook: Webhook, trace: Trace, deadline: float
     ) -> brigade.Project:
         """The project the URL names, if the sender may trigger it."""
-        project = self._project(webhook.target, trace, deadline)
         presented = auth.Presented(webhook.headers, webhook.query_token, webhook.body)
+        self._refuse_the_empty_handed(webhook.target, trace, presented)
+        project = self._project(webhook.target, trace, deadline)
         try:
             method = auth.authorise(self.policy, project.data if project else None, presented)
         except auth.Unauthorized as e:

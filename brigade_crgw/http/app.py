@@ -8,6 +8,7 @@ reactor thread only reads the request, routes and answers.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import time
@@ -193,6 +194,38 @@ class Gateway:
     )
     # Each webhook's answer still to come, to the work it waits for.
     _waiting: dict[Deferred[Any], Deferred[Any]] = attr.ib(factory=dict, init=False)
+    # Webhooks at work whose project Kubernetes must tell while it fails.
+    _unverified: int = attr.ib(default=0, init=False)
+
+    @property
+    def unverified_limit(self) -> int:
+        """How many webhooks may be at work for a project the cache does not
+        know: three quarters of max_in_flight, so that the rest is always
+        there for known projects; while Kubernetes fails, only half the
+        threads (each such webhook may wait out the retry budget)."""
+        config = self.pipeline.config
+        if self.pipeline.failing():
+            return max(1, min(config.threads // 2, config.max_in_flight // 4))
+        return max(1, config.max_in_flight * 3 // 4)
+
+    def _hold_unverified(self, target: Target) -> Callable[[object], object]:
+        """Count a webhook for ``target`` among the unverified while it works
+        (see :meth:`Pipeline.unverified`); the returned callback ends that.
+
+        :raises Refusal: 503 when as many already wait: made-up project
+            names cannot take the threads and slots known projects need.
+        """
+        if not self.pipeline.unverified(target):
+            return lambda result: result
+        if self._unverified >= self.unverified_limit:
+            raise unavailable("Kubernetes is unavailable; retry later")
+        self._unverified += 1
+
+        def done(result: object) -> object:
+            self._unverified -= 1
+            return result
+
+        return done
 
     @app.route("/healthz", methods=["GET", "HEAD"])
     def healthz(self, request: IRequest) -> bytes:
@@ -206,7 +239,12 @@ class Gateway:
         ready, reason = self.ready()
         if ready:
             return write_json(request, 200, {"status": "ready"})
-        return write_json(request, 503, {"status": "unavailable", "reason": reason})
+        body = {"status": "unavailable"}
+        if _asked_from_this_host(request):
+            # The reason names the API server and the gateway's identity:
+            # only for whoever is on this host (the log has it too).
+            body["reason"] = reason
+        return write_json(request, 503, body)
 
     @app.route("/metrics", methods=["GET"])
     def metrics_text(self, request: IRequest) -> bytes:
@@ -256,7 +294,14 @@ class Gateway:
         except Refusal as refusal:
             self._log(refusal.code, trace, started, refusal.reason)
             return succeed(refusal)
+        try:
+            unverified = self._hold_unverified(target)
+        except Refusal as refusal:
+            self.in_flight.leave()
+            self._log(refusal.code, trace, started, refusal.reason)
+            return succeed(refusal)
         work = self.run(self.pipeline.screen, target, _headers(headers), token, trace)
+        work.addBoth(unverified)
 
         def judged(result: object) -> Refusal | None:
             self.in_flight.leave()
@@ -283,10 +328,12 @@ class Gateway:
         answered = request.notifyFinish()
         try:
             webhook = read_webhook(request, route)
+            unverified = self._hold_unverified(webhook.target)
         except Refusal as refusal:
             answered.addBoth(lambda _: self.in_flight.leave())
             return self._refuse(request, refusal, trace, started)
         work = self.run(self.pipeline.deliver, webhook, trace)
+        work.addBoth(unverified)
         # The slot is held until the work is over and the answer was handed
         # to the connection (or the connection is gone), whichever is later.
         pending = [answered, work]
@@ -391,6 +438,22 @@ class Gateway:
             {"status": "method not allowed"},
             {"Allow": ", ".join(allowed)} if allowed else None,
         )
+
+
+# Headers a proxy adds: a request that carries one came from further away.
+_FORWARDED = (b"forwarded", b"x-forwarded-for", b"x-real-ip", b"via")
+
+
+def _asked_from_this_host(request: IRequest) -> bool:
+    """Whether the request came from a loopback address, not through a
+    proxy that says so."""
+    host = str(getattr(request.getClientAddress(), "host", ""))
+    try:
+        loopback = ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+    headers = request.requestHeaders
+    return loopback and not any(headers.hasHeader(name) for name in _FORWARDED)
 
 
 def _detached(work: Deferred[Any]) -> Deferred[Any]:

@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from io import BytesIO
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import attr
 from twisted.internet.defer import Deferred
@@ -104,6 +105,7 @@ class BoundedRequest(Request):
     refused = False
     _held = 0
     _lost = False
+    _continue = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -142,6 +144,13 @@ class BoundedRequest(Request):
             # (or balancer) sends the next request down it while it closes.
             self.channel.persistent = False
             self.responseHeaders.setRawHeaders(b"connection", [b"close"])
+        # Twisted would answer "Expect: 100-continue" with a 100 as soon as
+        # this returns, before the headers are judged and even after a 413:
+        # the 100 is sent here instead, once the body is wanted.
+        expect = self.requestHeaders.getRawHeaders(b"expect") or []
+        if expect and expect[0].lower() == b"100-continue":
+            self.requestHeaders.removeHeader(b"expect")
+            self._continue = getattr(self.channel, "_version", None) == b"HTTP/1.1"
         if length is not None and length > self.max_body:
             self._refuse(413, "Payload Too Large", f"the body may be at most {self.max_body} bytes")
             return
@@ -194,9 +203,18 @@ class BoundedRequest(Request):
             channel.dataReceived(b"")
 
     def _admit(self) -> None:
-        """Take the declared body's share of the budget, or refuse with 503."""
-        if self._length is not None:
-            self._take(self._length)
+        """Let the body come: refused with 503 when what bodies hold already
+        leaves no room for its declared length (nothing is taken for a
+        declaration: bytes are charged as they arrive), else told to go on
+        when it asked to be (``Expect: 100-continue``)."""
+        if self.budget is not None and self._length is not None:
+            if self.budget.held + self._length > self.budget.limit:
+                self._too_many_bodies()
+                return
+        if self._continue:
+            self._continue = False
+            transport: Any = self.channel.transport
+            transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def _take(self, size: int) -> None:
         if self.budget is None:
@@ -204,6 +222,9 @@ class BoundedRequest(Request):
         if self.budget.take(size):
             self._held += size
             return
+        self._too_many_bodies()
+
+    def _too_many_bodies(self) -> None:
         self.refused = True
         raw_answer(
             self.channel.transport,
@@ -223,16 +244,34 @@ class BoundedRequest(Request):
         if self._received > self.max_body:
             self._refuse(413, "Payload Too Large", f"the body may be at most {self.max_body} bytes")
             return
-        if self._length is None:
-            # A body of unknown length takes its share as it arrives.
-            self._take(len(data))
-            if self.refused:
-                return
+        # Every body takes its share as its bytes arrive: a declared length
+        # that never comes holds nothing.
+        self._take(len(data))
+        if self.refused:
+            return
         super().handleContentChunk(data)
 
     def finish(self) -> None:
         self._give_back()
         super().finish()
+
+    def process(self) -> None:
+        # Klein decodes the path as UTF-8 and, when it cannot, answers an
+        # HTML 400 and logs a traceback: a JSON 400 instead, in one line.
+        try:
+            unquote_to_bytes(self.path).decode("utf-8")
+        except UnicodeDecodeError:
+            refusal = Refusal(400, "bad request", "the URL is not UTF-8")
+            self.setResponseCode(400)
+            self.setHeader(b"content-type", b"application/json")
+            self.setHeader(b"cache-control", b"no-store")
+            body = json.dumps(refusal.body()).encode() + b"\n"
+            self.setHeader(b"content-length", b"%d" % len(body))
+            self.write(body)
+            self.finish()
+            log.info("refused a request: its URL is not UTF-8")
+            return
+        super().process()
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         self._cancel_timer()

@@ -13,15 +13,21 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import attr
 
 from ..brigade import Project
 from .store import SecretStore, StoreUnavailable
 
-# Enough for every project of a large installation; a flood of made-up names
-# evicts the oldest entries instead of growing without bound.
+T = TypeVar("T")
+
+# Enough for every project of a large installation.
 MAX_ENTRIES = 4096
+# Names found to be no project are kept apart, and fewer: a flood of made-up
+# names (anyone can send one) evicts only other made-up names, never a
+# project, which an outage would then leave unknown.
+MAX_MISSES = 1024
 
 
 @attr.s(auto_attribs=True)
@@ -38,7 +44,8 @@ class ProjectCache:
     seconds: float
     miss_seconds: float
     clock: Callable[[], float] = time.monotonic
-    _entries: dict[str, tuple[float, Project | None]] = attr.ib(factory=dict, init=False)
+    _entries: dict[str, tuple[float, Project]] = attr.ib(factory=dict, init=False)
+    _misses: dict[str, float] = attr.ib(factory=dict, init=False)
     _lock: threading.Lock = attr.ib(factory=threading.Lock, init=False)
     _warm: bool = attr.ib(default=False, init=False)
 
@@ -71,24 +78,35 @@ class ProjectCache:
         now = self.clock()
         with self._lock:
             entry = self._entries.get(project_id)
+            missing_until = self._misses.get(project_id)
         if entry is not None and entry[0] > now:
             return entry[1]
+        if missing_until is not None and missing_until > now:
+            return None
         try:
             project = self.store.get_project(project_id, timeout)
         except StoreUnavailable:
-            if entry is None or entry[1] is None:
+            if entry is None:
                 raise
             # Asked again in ``seconds``, not by every webhook of the outage
             # (each would wait out a hanging API server).
             with self._lock:
                 self._entries[project_id] = (now + self.seconds, entry[1])
             return entry[1]
-        expires = now + (self.seconds if project is not None else self.miss_seconds)
-        if project is not None:
-            self._warm = True
         with self._lock:
-            self._entries.pop(project_id, None)
-            while len(self._entries) >= MAX_ENTRIES:
-                del self._entries[next(iter(self._entries))]
-            self._entries[project_id] = (expires, project)
+            if project is None:
+                self._entries.pop(project_id, None)
+                _put(self._misses, project_id, now + self.miss_seconds, MAX_MISSES)
+            else:
+                self._warm = True
+                self._misses.pop(project_id, None)
+                _put(self._entries, project_id, (now + self.seconds, project), MAX_ENTRIES)
         return project
+
+
+def _put(entries: dict[str, T], key: str, value: T, limit: int) -> None:
+    """``entries[key] = value`` as the newest entry, the oldest dropped past ``limit``."""
+    entries.pop(key, None)
+    while len(entries) >= limit:
+        del entries[next(iter(entries))]
+    entries[key] = value

@@ -69,6 +69,7 @@ __all__ = [
     "detect",
     "lower_names",
     "media_type",
+    "parse_json",
 ]
 
 #: Every registry, in detection order; ``generic`` matches anything, so last.

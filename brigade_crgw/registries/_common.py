@@ -55,6 +55,22 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
+# No field of any registry's payload needs a longer integer; a longer one
+# can only overflow whoever does arithmetic with it (a timestamp).  A float
+# past the largest is infinity, which every reader already takes as no time.
+MAX_DIGITS = 30
+
+
+class _TooLarge(ValueError):
+    """A number in the body is beyond what any payload needs."""
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise _TooLarge(text)
+    return int(text)
+
+
 def parse_json(body: bytes, what: str = "body") -> object:
     """Parse JSON text the way a careful server must.
 
@@ -68,10 +84,18 @@ def parse_json(body: bytes, what: str = "body") -> object:
     except UnicodeDecodeError:
         raise PayloadError(f"{what} is not UTF-8") from None
     try:
-        doc = json.loads(text, parse_constant=_reject_constant)
+        doc = json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_int=_bounded_int,
+        )
     except RecursionError:
         raise PayloadError(f"{what} is nested too deeply") from None
-    except ValueError:  # JSONDecodeError, and integers past Python's digit limit
+    except _TooLarge:
+        raise PayloadError(
+            f"{what} holds a number too large (an integer of over {MAX_DIGITS} digits)"
+        ) from None
+    except ValueError:  # JSONDecodeError
         raise PayloadError(f"{what} is not JSON") from None
     _check_depth(doc, what)
     return doc
@@ -241,8 +265,8 @@ def timestamp(value: object) -> datetime | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        seconds = value / 1000 if value > _MILLISECONDS else value
         try:
+            seconds = value / 1000 if value > _MILLISECONDS else value
             return datetime.fromtimestamp(seconds, tz=UTC)
         except (OverflowError, OSError, ValueError):
             return None
