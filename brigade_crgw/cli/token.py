@@ -15,6 +15,7 @@ import argparse
 import base64
 import hashlib
 import json
+import re
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -157,8 +158,11 @@ def _revoke(args: argparse.Namespace) -> int:
 
 
 def _shown(text: str) -> str:
-    # Whatever was typed may be a token: show a fingerprint of it, never it.
-    return text if len(text) <= 12 else f"(fingerprint {fingerprint(text)})"
+    # Whatever was typed may be a token: shown only when it has a
+    # fingerprint's shape, else by its own fingerprint.
+    if re.fullmatch(r"[0-9a-f]{12}", text.lower()):
+        return text
+    return f"(fingerprint {fingerprint(text)})"
 
 
 @attr.s(auto_attribs=True)
