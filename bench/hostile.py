@@ -20,29 +20,61 @@ an honest webhook was served in the middle of it.  Finally it sends the
 issue's hostile deliveries (one tag repeated, identical events, too many
 images) and prints the builds each made.
 
+The third round's storms each start a gateway of their own (shipped
+defaults but for what the storm needs), and print RSS (idle, peak, after)
+and the slowest ``/healthz`` answer, asked every 100 ms throughout:
+
+``registry``
+    a listed registry that is hostile (:mod:`devtools.hostile_registry`):
+    200 pushes of distinct repositories whose indexes list 15,000 platforms
+    each (``annotate_payload = true``), 8 at a time, then 20 whose registry
+    answers a 480 KB folded challenge;
+``outage``
+    the API server hangs (a spool is set, the project was read before); 64
+    senders send pushes naming made-up projects (with a wrong bearer), over
+    and over for 20 s, while an honest push is sent every second;
+``bodiless``
+    64 connections that declare 256 KiB bodies, carry a signature header
+    and send nothing (all of ``max_buffered_bytes``, were it charged on the
+    declaration), then an honest push;
+``sigterm``
+    a registry that holds every lookup, the API server hanging, 64 pushes,
+    then SIGTERM: how long until the process exits, and what every sender
+    was answered.
+
     PYTHONPATH=. .venv/bin/python bench/hostile.py [--connections 2000] [--body 100000]
+        [--modes unknown,signed,registry,outage,bodiless,sigterm]
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import collections
+import contextlib
 import json
 import resource
+import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import attr
 from kubernetes import client
 
 from devtools import ROOT
 from devtools import gateway as daemon
+from devtools.hostile_registry import HostileRegistry, push_event
+from devtools.outage import FORWARD, HANG, Proxy, proxied_kubeconfig
 from devtools.plane import Plane
-from devtools.projects import TOKEN, project_secret
+from devtools.projects import TOKEN, fresh, project_secret
 
 PAYLOADS = ROOT / "tests" / "payloads"
 DOCKERHUB = (PAYLOADS / "dockerhub" / "push-docs.json").read_bytes()
@@ -209,11 +241,280 @@ def deliveries(gateway: daemon.Daemon, max_body: int) -> None:
         print(f"  {name} ({len(raw):,} bytes): {answer.status}, {built} builds")
 
 
+class Liveness(threading.Thread):
+    """Asks ``/healthz`` every 100 ms; keeps the slowest answer and the failures."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port, self.slowest, self.failed, self.asked, self.running = port, 0.0, 0, 0, True
+
+    def run(self) -> None:
+        while self.running:
+            started = time.monotonic()
+            try:
+                ok = daemon.exchange(self.port, "GET", "/healthz", timeout=10).status == 200
+            except OSError:
+                ok = False
+            self.slowest = max(self.slowest, time.monotonic() - started)
+            self.asked += 1
+            self.failed += not ok
+            time.sleep(0.1)
+
+
+@attr.s(auto_attribs=True)
+class World:
+    """The plane, a namespace with the project bench/app, and a scratch directory."""
+
+    plane: Plane
+    core: Any
+    namespace: str
+    tmp: Path
+    kubeconfig: Path
+
+    def gateway(self, settings: dict[str, dict[str, object]]) -> daemon.Daemon:
+        """A gateway with the shipped defaults, ``settings`` over them."""
+        base: dict[str, dict[str, object]] = {
+            "server": {"read_timeout": 30},
+            "kubernetes": {"threads": 8, "request_timeout": 10},
+        }
+        for section, values in settings.items():
+            base.setdefault(section, {}).update(values)
+        kubeconfig = Path(str(base["kubernetes"].pop("kubeconfig", self.kubeconfig)))
+        return daemon.start(self.tmp, self.namespace, kubeconfig, base)
+
+
+@contextlib.contextmanager
+def watched(gateway: daemon.Daemon, name: str) -> Iterator[None]:
+    """Measure RSS and /healthz around a storm, and print them."""
+    pid = gateway.process.pid
+    idle = rss_kib(pid)
+    sampler, liveness = Sampler(pid), Liveness(gateway.port)
+    sampler.start()
+    liveness.start()
+    try:
+        yield
+    finally:
+        time.sleep(2)
+        sampler.running = liveness.running = False
+        liveness.join(15)
+        after = rss_kib(pid) if gateway.alive() else 0
+        print(
+            f"  [{name}] gateway RSS: idle {idle / 1024:.1f} MiB, peak {sampler.peak / 1024:.1f}"
+            f" MiB, after {after / 1024:.1f} MiB; /healthz asked {liveness.asked} times, "
+            f"slowest {liveness.slowest * 1000:.0f} ms, {liveness.failed} failed"
+        )
+
+
+def in_parallel(n: int, work: Callable[[int], object]) -> collections.Counter[str]:
+    """``work(0..n-1)`` on ``n`` threads; what each returned, counted."""
+    told: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        try:
+            result = str(work(i))
+        except OSError as e:
+            result = f"error {type(e).__name__}"
+        with lock:
+            told[result] += 1
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return told
+
+
+def registry_storm(world: World, pushes: int = 200) -> None:
+    registry = HostileRegistry(platforms=15_000)
+    gateway = world.gateway(
+        {
+            "gateway": {"annotate_payload": "true"},
+            "registry": {
+                "hosts": registry.address,
+                "endpoints": f"{registry.address}={registry.url}",
+            },
+        }
+    )
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    print(f"\n[registry] {pushes} pushes of 15,000-platform indexes, 8 at a time; 20 folded")
+    try:
+        with watched(gateway, "registry"):
+            started = time.monotonic()
+            wide: collections.Counter[str] = collections.Counter()
+            for batch in range(0, pushes, 8):
+
+                def one(i: int, batch: int = batch) -> int:
+                    body = push_event(registry.address, f"wide/r{batch + i}")
+                    return gateway.post(GOOD, body, bearer).status
+
+                wide += in_parallel(min(8, pushes - batch), one)
+            took = time.monotonic() - started
+            folded = in_parallel(
+                20,
+                lambda i: (
+                    gateway.post(GOOD, push_event(registry.address, f"folded/r{i}"), bearer).status
+                ),
+            )
+        answer = gateway.post(GOOD, push_event(registry.address, "wide/r0"), bearer)
+        name = answer.json()["builds"][0]
+        secret = world.core.read_namespaced_secret(name, world.namespace)
+        title = base64.b64decode(secret.data["long_title"]).decode()
+        payload = len(base64.b64decode(secret.data["payload"]))
+        print(f"  wide pushes: {dict(wide)} in {took:.1f} s; folded: {dict(folded)}")
+        print(f"  a build's long_title: {len(title):,} characters; its payload {payload:,} bytes")
+        print(f"  ...{title[-90:]}")
+    finally:
+        gateway.stop()
+        registry.stop()
+
+
+def outage_storm(world: World, seconds: float = 20.0) -> None:
+    server = world.plane.admin_api().configuration.host
+    proxy = Proxy(server)
+    kubeconfig = proxied_kubeconfig(
+        world.kubeconfig, server, proxy, world.tmp / "outage.kubeconfig"
+    )
+    gateway = world.gateway(
+        {"kubernetes": {"kubeconfig": kubeconfig}, "spool": {"path": world.tmp / "spool.db"}}
+    )
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    print(f"\n[outage] API server hanging; 64 senders of made-up projects for {seconds:g} s")
+    try:
+        assert gateway.post(GOOD, fresh(DOCKERHUB, 1), bearer).status == 200
+        proxy.set(HANG)
+        stop = time.monotonic() + seconds
+        honest: list[tuple[int, float]] = []
+
+        def flood(i: int) -> str:
+            told: collections.Counter[int] = collections.Counter()
+            n = 0
+            while time.monotonic() < stop:
+                n += 1
+                path = f"/events/webhook/flood-{i}-{n}/app"
+                told[gateway.post(path, DOCKERHUB, {"Authorization": "Bearer x"}).status] += 1
+            return " ".join(f"{code}x{count}" for code, count in sorted(told.items()))
+
+        def honest_sender() -> None:
+            n = 10
+            while time.monotonic() < stop:
+                n += 1
+                started = time.monotonic()
+                status = gateway.post(GOOD, fresh(DOCKERHUB, n), bearer, timeout=60).status
+                honest.append((status, time.monotonic() - started))
+                time.sleep(1)
+
+        with watched(gateway, "outage"):
+            sender = threading.Thread(target=honest_sender)
+            sender.start()
+            flooded = in_parallel(64, flood)
+            sender.join()
+        codes = collections.Counter(code for code, _ in honest)
+        slowest = max((took for _, took in honest), default=0.0)
+        totals: collections.Counter[str] = collections.Counter()
+        for line, count in flooded.items():
+            for part in line.split():
+                code, _, n = part.partition("x")
+                totals[code] += int(n) * count
+        print(f"  made-up projects were told: {dict(totals)}")
+        print(f"  honest pushes: {dict(codes)}, slowest {slowest:.1f} s")
+    finally:
+        proxy.set(FORWARD)
+        gateway.stop()
+        proxy.close()
+
+
+def bodiless_storm(world: World, n: int = 64) -> None:
+    gateway = world.gateway({})
+    head = (
+        f"POST {GOOD} HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+        f"X-Hub-Signature-256: sha256={'0' * 64}\r\nContent-Length: {256 * 1024}\r\n\r\n"
+    ).encode()
+    print(f"\n[bodiless] {n} connections declaring 256 KiB, signed, sending nothing")
+    sockets = []
+    try:
+        with watched(gateway, "bodiless"):
+            for _ in range(n):
+                s = socket.create_connection(("127.0.0.1", gateway.port))
+                s.sendall(head)
+                sockets.append(s)
+            time.sleep(1)
+            started = time.monotonic()
+            answer = gateway.post(GOOD, fresh(DOCKERHUB, 2), {"Authorization": f"Bearer {TOKEN}"})
+            took = time.monotonic() - started
+        print(f"  an honest push meanwhile: {answer.status} in {took * 1000:.0f} ms")
+    finally:
+        for s in sockets:
+            s.close()
+        gateway.stop()
+
+
+def sigterm_storm(world: World, n: int = 64) -> None:
+    server = world.plane.admin_api().configuration.host
+    proxy = Proxy(server)
+    kubeconfig = proxied_kubeconfig(world.kubeconfig, server, proxy, world.tmp / "term.kubeconfig")
+    registry = HostileRegistry(delay=120)
+    gateway = world.gateway(
+        {
+            "kubernetes": {"kubeconfig": kubeconfig},
+            "registry": {
+                "hosts": registry.address,
+                "endpoints": f"{registry.address}={registry.url}",
+            },
+            "spool": {"path": world.tmp / "term-spool.db"},
+        }
+    )
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    print(f"\n[sigterm] lookups held, API server hanging, {n} pushes, then SIGTERM")
+    try:
+        assert gateway.post(GOOD, fresh(DOCKERHUB, 3), bearer).status == 200
+        proxy.set(HANG)
+        told: collections.Counter[str] = collections.Counter()
+        lock = threading.Lock()
+
+        def send(i: int) -> None:
+            try:
+                body = push_event(registry.address, f"slow/r{i}")
+                result = str(gateway.post(GOOD, body, bearer, timeout=120).status)
+            except OSError as e:
+                result = f"no answer ({type(e).__name__})"
+            with lock:
+                told[result] += 1
+
+        senders = [threading.Thread(target=send, args=(i,)) for i in range(n)]
+        for sender in senders:
+            sender.start()
+        time.sleep(3)
+        started = time.monotonic()
+        gateway.process.send_signal(signal.SIGTERM)
+        try:
+            code: object = gateway.process.wait(120)
+        except subprocess.TimeoutExpired:
+            code = "still running after 120 s"
+        took = time.monotonic() - started
+        for sender in senders:
+            sender.join(10)
+        print(f"  exit {code} {took:.1f} s after SIGTERM; senders were told {dict(told)}")
+    finally:
+        gateway.stop()
+        proxy.close()
+        registry.stop()
+
+
+STORMS: dict[str, Callable[[World], None]] = {
+    "registry": registry_storm,
+    "outage": outage_storm,
+    "bodiless": bodiless_storm,
+    "sigterm": sigterm_storm,
+}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--connections", type=int, default=2000)
     parser.add_argument("--body", type=int, default=100_000)
-    parser.add_argument("--modes", default="unknown,signed")
+    parser.add_argument("--modes", default="unknown,signed,registry,outage,bodiless,sigterm")
     args = parser.parse_args()
     open_files(args.connections + 200)
 
@@ -237,13 +538,21 @@ def main() -> int:
         Path(f"/proc/{gateway.process.pid}/limits").read_text().split("Max open files")[1].split()
     )
     print(f"gateway open files limit: soft {soft[0]}, hard {soft[1]}")
+    modes = args.modes.split(",")
     try:
-        for mode in args.modes.split(","):
-            storm(gateway, args.connections, args.body, mode)
+        for mode in modes:
+            if mode in ("unknown", "signed"):
+                storm(gateway, args.connections, args.body, mode)
         deliveries(gateway, 256 * 1024)
         alive = gateway.alive()
     finally:
         gateway.stop()
+    try:
+        world = World(cp, core, ns, tmp, kubeconfig)
+        for mode in modes:
+            if mode in STORMS:
+                STORMS[mode](world)
+    finally:
         core.delete_namespace(ns)
     print(f"\ngateway alive throughout: {alive}")
     return 0 if alive else 1

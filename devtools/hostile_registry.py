@@ -31,6 +31,7 @@ import hashlib
 import json
 import threading
 import time
+import uuid
 from functools import cache, lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -267,6 +268,24 @@ def _wide_index(repository: str, platforms: int, child: str) -> bytes:
         },
         separators=(",", ":"),
     ).encode()
+
+
+def push_event(host: str, repository: str, tag: str = "v1") -> bytes:
+    """A Distribution push of ``host/repository:tag`` without a digest, as
+    registry:2 would send it, so that the gateway asks the registry."""
+    event = {
+        "id": f"event-{uuid.uuid4().hex}",
+        "timestamp": "2026-01-02T15:04:05Z",
+        "action": "push",
+        "target": {
+            "mediaType": OCI_MANIFEST,
+            "repository": repository,
+            "url": f"https://{host}/v2/{repository}/manifests/{tag}",
+            "tag": tag,
+        },
+        "request": {"id": "r1", "addr": "10.0.0.1", "host": host, "method": "PUT"},
+    }
+    return json.dumps({"events": [event]}).encode()
 
 
 def main() -> None:

@@ -284,3 +284,22 @@ def test_past_the_drain_deadline_nothing_is_asked(memory: MemoryStore, spool: Sp
     p.drain.begin(0)
     outcome = p.deliver(webhook(2), Trace())
     assert outcome.code == 202 and spool.depth() == 1 and store.creates == 1
+
+
+def test_after_a_failed_read_of_a_new_project_the_next_is_quick(memory: MemoryStore) -> None:
+    """Once reading a project the cache never read has failed, the next such
+    read is one quick attempt (not the retry budget), and succeeds as soon
+    as Kubernetes is back."""
+    t = Time()
+    store = Flaky(memory, failures=0, reads_fail=True)
+    p = pipeline(store, t)
+    with pytest.raises(Refusal):
+        p.deliver(webhook(1), Trace())
+    assert t.now - 1000 > 1  # the budget, retried
+    reads_before = t.now
+    with pytest.raises(Refusal):
+        p.deliver(webhook(2), Trace())
+    assert t.now == reads_before  # no pause: one attempt
+    store.reads_fail = False
+    assert p.deliver(webhook(3), Trace()).code == 200
+    assert p.health.read_failed_at is None

@@ -23,6 +23,7 @@ import pytest
 
 from devtools import gateway as gateway_process
 from devtools.hostile_registry import HostileRegistry
+from devtools.hostile_registry import push_event as push
 from devtools.outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
 from devtools.projects import TOKEN, decoded, fresh, project_secret
 
@@ -45,24 +46,6 @@ class World:
     proxy: Proxy
     hostile: HostileRegistry
     listed: HostileRegistry
-
-
-def push(host: str, repository: str, tag: str = "v1") -> bytes:
-    """A Distribution push of ``host/repository:tag`` without a digest, so
-    the gateway asks the registry for one."""
-    event = {
-        "id": f"event-{uuid.uuid4().hex}",
-        "timestamp": "2026-01-02T15:04:05Z",
-        "action": "push",
-        "target": {
-            "mediaType": R.OCI_MANIFEST,
-            "repository": repository,
-            "url": f"https://{host}/v2/{repository}/manifests/{tag}",
-            "tag": tag,
-        },
-        "request": {"id": "r1", "addr": "10.0.0.1", "host": host, "method": "PUT"},
-    }
-    return json.dumps({"events": [event]}).encode()
 
 
 @pytest.fixture(scope="module")

@@ -181,7 +181,7 @@ class Pipeline:
 
     def _reads_failing(self) -> bool:
         """Whether a read of a project the cache did not know failed within
-        the retry budget (at least a second): another is not tried yet."""
+        the retry budget (at least a second): another gets one quick attempt."""
         failed = self.health.read_failed_at
         window = max(self.config.retry_seconds, QUICK_ATTEMPT)
         return failed is not None and self.clock() - failed < window
@@ -204,13 +204,20 @@ class Pipeline:
         budget = self.config.retry_seconds
         return budget > 0 and failing is not None and self.clock() - failing > budget
 
-    def _retried(self, deadline: float, attempt: Callable[[float], T], creating: bool = False) -> T:
+    def _retried(
+        self,
+        deadline: float,
+        attempt: Callable[[float], T],
+        creating: bool = False,
+        quick: bool = False,
+    ) -> T:
         """``attempt(timeout)``, retried while Kubernetes is unavailable and
         the retry budget lasts.
 
         :param creating: the attempt creates builds; its outcome tells
             :attr:`health` whether Kubernetes answers (a project read may come
             from the cache and tell nothing).
+        :param quick: one quick attempt only, as in a long outage.
         """
         started = self.clock()
         per_call = self.config.request_timeout
@@ -221,7 +228,7 @@ class Pipeline:
             raise StoreUnavailable("the gateway is stopping")
         if self.config.retry_seconds <= 0:
             budget = 0.0
-        elif self._long_outage():
+        elif quick or self._long_outage():
             # An outage longer than the budget already: one quick attempt.
             budget, per_call = 0.0, min(per_call, QUICK_ATTEMPT)
         else:
@@ -267,14 +274,15 @@ class Pipeline:
         # be one Kubernetes could hold: no such project, without asking.
         if brigade.is_secret_name(project_id):
             was_known = self.projects.known(project_id) is not None
-            if not was_known and self._reads_failing():
-                # A name never read, while such reads fail: not asked again
-                # until the budget has passed (then one tries for the rest),
-                # so that made-up names cannot hold the threads.
-                raise unavailable("Kubernetes is unavailable; retry later")
+            # A name never read, while such reads fail: one quick attempt,
+            # not the whole budget, so that made-up names cannot hold the
+            # threads (and a real one is read as soon as Kubernetes is back).
+            quick = not was_known and self._reads_failing()
             try:
                 project = self._retried(
-                    deadline, lambda timeout: self.projects.get_project(project_id, timeout)
+                    deadline,
+                    lambda timeout: self.projects.get_project(project_id, timeout),
+                    quick=quick,
                 )
             except StoreUnavailable as e:
                 if not was_known:

@@ -12,7 +12,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import attr
 from twisted.logger import Logger
 
-from ..events import DOCKER_HUB_API, MAX_PLATFORMS, ImageFacts
+from ..events import DOCKER_HUB_API, LABELS, MAX_PLATFORMS, ImageFacts
 from .cache import FactsCache
 from .credentials import MAX_CHALLENGE, Credential, parse_challenge
 from .documents import (
@@ -105,24 +105,17 @@ class Session:
     async def _facts(self, digest: str) -> ImageFacts:
         doc, media_type = await self._manifest(digest)
         platforms: list[str] = []
+        omitted = 0
         index_annotations: object = None
         if media_type in INDEXES or isinstance(doc.get("manifests"), list):
-            index_annotations = doc.get("annotations")
-            children = [m for m in doc.get("manifests") or [] if isinstance(m, dict)]
-            chosen = None
-            for child in children:
-                platform = platform_of(child.get("platform"))
-                # Attestations and signatures are listed as unknown/unknown.
-                if not platform or platform.startswith("unknown/"):
-                    continue
-                platforms.append(platform)
-                child_digest = child.get("digest")
-                if isinstance(child_digest, str) and DIGEST.match(child_digest):
-                    if chosen is None or platform == "linux/amd64":
-                        chosen = (child_digest, platform)
+            # Read in one go, keeping only what is needed: the index itself
+            # (up to 4 MiB, tens of MiB parsed) is let go before the next
+            # request, not held while the image is fetched.
+            platforms, omitted, chosen, index_annotations = _read_index(doc)
+            del doc
             if chosen is None:
-                return _capped(digest, media_type, platforms, labels_of(index_annotations))
-            image, _ = await self._manifest(chosen[0])
+                return _capped(digest, media_type, platforms, labels_of(index_annotations), omitted)
+            image, _ = await self._manifest(chosen)
         else:
             image = doc
         config_digest = (image.get("config") or {}).get("digest")
@@ -133,6 +126,7 @@ class Session:
                 media_type,
                 platforms,
                 labels_of(image.get("annotations"), index_annotations),
+                omitted,
             )
         config = await self._blob(config_digest)
         inner = config.get("config")
@@ -144,7 +138,7 @@ class Session:
             image.get("annotations"),
             index_annotations,
         )
-        return _capped(digest, media_type, platforms, labels)
+        return _capped(digest, media_type, platforms, labels, omitted)
 
     async def _blob(self, digest: str) -> dict[str, Any]:
         url = self._url("blobs", digest)
@@ -295,9 +289,42 @@ class Session:
             pass
 
 
+def _read_index(doc: dict[str, Any]) -> tuple[list[str], int, str | None, dict[str, str]]:
+    """An index's first :data:`MAX_PLATFORMS` platforms (attestations and
+    signatures, listed as unknown/unknown, left out), how many more it
+    lists, the digest of the image that stands for it (``linux/amd64``,
+    else the first), and its annotations that name :data:`LABELS`."""
+    platforms: list[str] = []
+    omitted = 0
+    chosen: str | None = None
+    for child in doc.get("manifests") or []:
+        if not isinstance(child, dict):
+            continue
+        platform = platform_of(child.get("platform"))
+        if not platform or platform.startswith("unknown/"):
+            continue
+        if len(platforms) < MAX_PLATFORMS:
+            platforms.append(platform)
+        else:
+            omitted += 1
+        child_digest = child.get("digest")
+        if isinstance(child_digest, str) and DIGEST.match(child_digest):
+            if chosen is None or platform == "linux/amd64":
+                chosen = child_digest
+    annotations = doc.get("annotations")
+    kept = {}
+    if isinstance(annotations, dict):
+        kept = {key: annotations[key] for key in LABELS.values() if key in annotations}
+    return platforms, omitted, chosen, kept
+
+
 def _capped(
-    digest: str, media_type: str, platforms: list[str], labels: dict[str, str]
+    digest: str,
+    media_type: str,
+    platforms: list[str],
+    labels: dict[str, str],
+    omitted: int = 0,
 ) -> ImageFacts:
     """The facts, with the platforms past :data:`MAX_PLATFORMS` counted, not kept."""
     kept = tuple(platforms[:MAX_PLATFORMS])
-    return ImageFacts(digest, media_type, kept, labels, len(platforms) - len(kept))
+    return ImageFacts(digest, media_type, kept, labels, omitted + len(platforms) - len(kept))
