@@ -161,7 +161,7 @@ class Pipeline:
         """
         deadline = self.drain.cap(self.clock() + self.config.retry_seconds)
         presented = auth.Presented(headers, query_token, b"")
-        self._refuse_the_empty_handed(target, trace, presented)
+        self.refuse_the_empty_handed(target, trace, presented)
         project = self._project(target, trace, deadline, True)
         try:
             auth.screen(self.policy, project.data if project else None, presented)
@@ -186,13 +186,17 @@ class Pipeline:
         window = max(self.config.retry_seconds, QUICK_ATTEMPT)
         return failed is not None and self.clock() - failed < window
 
-    def _refuse_the_empty_handed(
+    def refuse_the_empty_handed(
         self, target: Target, trace: Trace, presented: auth.Presented
     ) -> None:
         """Under ``require = always``, a request with no credential at all is
         refused before its project is read: the same 401, in the same time,
         for a project that exists and one that does not, at no cost to
-        Kubernetes."""
+        Kubernetes.  No I/O: the web layer asks it on the reactor too, so
+        that such a request never takes a thread.
+
+        :raises Refusal: that 401.
+        """
         if self.policy.require == WHEN_CONFIGURED or not auth.presents_nothing(presented):
             return
         trace.project = brigade.project_id(target.project)
@@ -301,7 +305,7 @@ class Pipeline:
     ) -> brigade.Project:
         """The project the URL names, if the sender may trigger it."""
         presented = auth.Presented(webhook.headers, webhook.query_token, webhook.body)
-        self._refuse_the_empty_handed(webhook.target, trace, presented)
+        self.refuse_the_empty_handed(webhook.target, trace, presented)
         project = self._project(webhook.target, trace, deadline)
         try:
             method = auth.authorise(self.policy, project.data if project else None, presented)

@@ -29,6 +29,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from .. import registries, text
 from ..answers import Outcome, Refusal, Target, Trace, Webhook, unavailable
+from ..delivery import auth
 from ..delivery.pipeline import Pipeline
 from .inflight import InFlight
 from .metrics import Metrics
@@ -218,7 +219,7 @@ class Gateway:
         if not self.pipeline.unverified(target):
             return lambda result: result
         if self._unverified >= self.unverified_limit:
-            raise unavailable("Kubernetes is unavailable; retry later")
+            raise unavailable("too many webhooks in flight; retry shortly")
         self._unverified += 1
 
         def done(result: object) -> object:
@@ -287,6 +288,13 @@ class Gateway:
         except (Refusal, UnicodeDecodeError):
             # The whole request is refused later, with its reason.
             return succeed(None)
+        lowered = _headers(headers)
+        try:
+            presented = auth.Presented(lowered, token, b"")
+            self.pipeline.refuse_the_empty_handed(target, trace, presented)
+        except Refusal as refusal:
+            self._log(refusal.code, trace, started, refusal.reason)
+            return succeed(refusal)
         try:
             # The screen is work on the pool: it holds a slot while it runs,
             # and past max_in_flight the webhook is refused before any lookup.
@@ -300,7 +308,7 @@ class Gateway:
             self.in_flight.leave()
             self._log(refusal.code, trace, started, refusal.reason)
             return succeed(refusal)
-        work = self.run(self.pipeline.screen, target, _headers(headers), token, trace)
+        work = self.run(self.pipeline.screen, target, lowered, token, trace)
         work.addBoth(unverified)
 
         def judged(result: object) -> Refusal | None:
@@ -328,6 +336,8 @@ class Gateway:
         answered = request.notifyFinish()
         try:
             webhook = read_webhook(request, route)
+            presented = auth.Presented(webhook.headers, webhook.query_token, b"")
+            self.pipeline.refuse_the_empty_handed(webhook.target, trace, presented)
             unverified = self._hold_unverified(webhook.target)
         except Refusal as refusal:
             answered.addBoth(lambda _: self.in_flight.leave())
