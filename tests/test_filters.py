@@ -20,6 +20,7 @@ from brigade_crgw.config import Config
 from brigade_crgw.delivery import enrich, filters
 from brigade_crgw.delivery.pipeline import Pipeline
 from brigade_crgw.events import ImageEvent, ImageFacts
+from brigade_crgw.kubernetes.projects import ProjectCache
 from brigade_crgw.lookups.outcomes import Result
 from devtools.projects import TOKEN, decoded, project_secret
 
@@ -417,7 +418,9 @@ def deliver(
         query_token=TOKEN,
         query=query or {},
     )
-    return Pipeline(Config(**config), store, store, images).deliver(webhook, Trace())
+    return Pipeline(Config(**config), ProjectCache(store, 0, 0), store, images).deliver(
+        webhook, Trace()
+    )
 
 
 def store_with(text: str, **data: str) -> MemoryStore:

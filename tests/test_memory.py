@@ -83,9 +83,11 @@ def test_connections_and_buffered_bytes_are_bounded(namespace: Namespace, tmp_pa
         for s in held:
             s.close()
         wait_hung_up(hung_up)
-        # Two signed bodies of 30,000 bytes cannot both be held under 50,000.
+        # Bytes are charged as they arrive: a first signed body holding
+        # 28,001 of its 30,000 bytes leaves no room for a second one's 30,000
+        # under 50,000.
         first = socket.create_connection(("127.0.0.1", process.port), timeout=10)
-        first.sendall(head(GOOD, 30_000, signed) + b"{")
+        first.sendall(head(GOOD, 30_000, signed) + b"{" + b" " * 28_000)
         wait_read(first)
         with socket.create_connection(("127.0.0.1", process.port), timeout=10) as s:
             s.sendall(head(GOOD, 30_000, signed) + b"{")
