@@ -57,6 +57,7 @@ class Namespace:
 NODE_WANTED = pytest.StashKey[bool]()
 
 
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Note whether the local plane must have a node for this session."""
     config.stash[NODE_WANTED] = any(item.get_closest_marker("node") for item in items)
