@@ -48,7 +48,7 @@ from kubernetes import client
 from devtools import ROOT, haproxy
 from devtools import gateway as daemon
 from devtools.gateway import exchange
-from devtools.outage import FORWARD, REFUSE, Proxy, proxied_kubeconfig
+from devtools.outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
 from devtools.plane import Plane
 from devtools.plane.processes import free_port
 from devtools.projects import TOKEN, decoded, fresh, project_secret
@@ -141,6 +141,12 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="pushes per second, in all")
     parser.add_argument("--retry-seconds", type=float, default=8.0)
     parser.add_argument("--outage", type=float, default=None, help="default: 2 x retry budget")
+    parser.add_argument(
+        "--outage-mode",
+        choices=[REFUSE, HANG],
+        default=REFUSE,
+        help="the API server refuses connections, or takes them and never answers",
+    )
     parser.add_argument("--shutdown-delay", type=float, default=6.0)
     parser.add_argument("--settle", type=float, default=10.0, help="seconds between events")
     parser.add_argument("--drain", type=float, default=300.0, help="seconds allowed to drain")
@@ -252,8 +258,8 @@ def main() -> int:
                 restart(i, "term")
             if args.scenario == "full":
                 time.sleep(args.settle)
-                note(f"API server away for {outage:g} s")
-                proxy.set(REFUSE)
+                note(f"API server away ({args.outage_mode}) for {outage:g} s")
+                proxy.set(args.outage_mode)
                 time.sleep(outage)
                 proxy.set(FORWARD)
                 note("API server back")
@@ -282,7 +288,7 @@ def main() -> int:
             f"{args.minutes:g} min, {args.replicas} replicas, scenario {args.scenario}, "
             f"retry-on {args.retry_on or 'as in etc/haproxy.cfg'}, "
             f"checks {args.check_interval or 'as in etc/haproxy.cfg'}, "
-            f"shutdown_delay {args.shutdown_delay:g} s, outage {outage:g} s"
+            f"shutdown_delay {args.shutdown_delay:g} s, outage ({args.outage_mode}) {outage:g} s"
         )
         failed = _report(pushes, builds)
         return 1 if failed else 0
