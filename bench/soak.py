@@ -33,25 +33,22 @@ duplicated and no single-attempt push was refused.  It asserts no timing.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import attr
-from kubernetes import client
 
+from bench.processes import builds_by_push, fresh_namespace, plane_up
 from devtools import ROOT, haproxy
 from devtools import gateway as daemon
 from devtools.gateway import exchange
 from devtools.outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
-from devtools.plane import Plane
 from devtools.plane.processes import free_port
-from devtools.projects import TOKEN, decoded, fresh, project_secret
+from devtools.projects import TOKEN, fresh, project_secret
 
 PAYLOAD = (ROOT / "tests" / "payloads" / "dockerhub" / "push-docs.json").read_bytes()
 URL = f"/events/webhook/bench/app?token={TOKEN}"
@@ -153,18 +150,14 @@ def main() -> int:
     args = parser.parse_args()
     outage = args.outage if args.outage is not None else 2 * args.retry_seconds
 
-    cp = Plane()
-    cp.up()
-    api = cp.admin_api()
-    core = client.CoreV1Api(api)
-    ns = f"soak-{uuid.uuid4().hex[:8]}"
-    core.create_namespace({"metadata": {"name": ns}})  # type: ignore[arg-type]
-    core.create_namespaced_secret(ns, project_secret("bench/app"))  # type: ignore[arg-type]
+    plane, state = plane_up(False)
     tmp = Path(tempfile.mkdtemp(prefix="brigade-crgw-soak-"))
-    cp.gateway_identity(ns, tmp / "gateway.kubeconfig", 3600)
-    proxy = Proxy(api.configuration.host)
+    core, ns = fresh_namespace(
+        plane, "soak", project_secret("bench/app"), tmp / "gateway.kubeconfig"
+    )
+    proxy = Proxy(state.server)
     kubeconfig = proxied_kubeconfig(
-        tmp / "gateway.kubeconfig", api.configuration.host, proxy, tmp / "via-proxy.kubeconfig"
+        tmp / "gateway.kubeconfig", state.server, proxy, tmp / "via-proxy.kubeconfig"
     )
     fleet = Fleet(
         tmp,
@@ -269,13 +262,7 @@ def main() -> int:
         note("senders stopped; waiting for the spools to drain")
 
         def found() -> dict[int, list[str]]:
-            seen: dict[int, list[str]] = {}
-            for s in core.list_namespaced_secret(ns, label_selector="component=build").items:
-                body = api.sanitize_for_serialization(s)
-                payload = json.loads(decoded(body)["payload"])
-                n = payload["push_data"]["pushed_at"] - 1700000000
-                seen.setdefault(n, []).append(str(body["metadata"]["name"]))
-            return seen
+            return builds_by_push(core, ns)
 
         accepted = {n for n, p in pushes.items() if p.accepted}
         deadline = time.monotonic() + args.drain
