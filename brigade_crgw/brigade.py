@@ -83,6 +83,12 @@ class Project:
         """``crGatewayOneBuildPerDigest``: pushes of one digest share one build."""
         return self.data.get(ONE_BUILD_PER_DIGEST_KEY, "").strip().lower() == "true"
 
+    def tokens(self, keys: tuple[str, ...]) -> list[str]:
+        """Every token the project accepts under ``keys`` (``[auth]
+        token_keys``): each key's value split on white space, so that an old
+        and a new token can both be valid while a registry is rotated."""
+        return [token for key in keys for token in self.data.get(key, "").split()]
+
     @property
     def filter(self) -> str:
         """``crGatewayFilter``: the CEL expression an image must satisfy to
