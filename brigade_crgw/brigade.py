@@ -44,6 +44,8 @@ def project_id(name: str) -> str:
 
 # The keys of a project Secret that belong to this gateway (the rest are
 # Brigade's: defaultScript, cloneURL, repository...).
+# Where a project keeps its gateway tokens unless [auth] token_keys says otherwise.
+TOKEN_KEY = "crGatewayToken"  # noqa: S105 (a key name, not a secret)
 TAGS_KEY = "crGatewayTags"
 ONE_BUILD_PER_DIGEST_KEY = "crGatewayOneBuildPerDigest"
 PULL_SECRET_KEY = "crGatewayPullSecret"  # noqa: S105 (a key name, not a secret)
