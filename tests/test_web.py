@@ -19,8 +19,9 @@ from brigade_crgw.answers import Refusal
 from brigade_crgw.brigade import project_id
 from brigade_crgw.config import Config
 from brigade_crgw.delivery.pipeline import Pipeline
-from brigade_crgw.http.app import Gateway, parse_target
+from brigade_crgw.http.app import Gateway
 from brigade_crgw.http.inflight import InFlight
+from brigade_crgw.http.webhook import parse_target
 from brigade_crgw.kubernetes.projects import ProjectCache
 from devtools.projects import TOKEN, decoded, fresh, project_secret
 
