@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import stat
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -127,8 +128,13 @@ def test_two_replicas_ready_by_the_kubelets_probes(release: Release) -> None:
         assert status.ready and status.restart_count == 0, status
         probe = pod.spec.containers[0].readiness_probe.http_get
         assert (probe.path, probe.port) == ("/readyz", "http")
-        # fsGroup on the emptyDir the spool lives in: the kubelet's job.
+        # fsGroup on the emptyDir the spool lives in, as the kubelet applies
+        # it (the directory is the group's, setgid), seen from the host.
         assert pod.spec.security_context.fs_group == 10001
+        assert release.plane.local is not None
+        volumes = release.plane.local.state_dir / "node" / "kubelet" / "pods" / pod.metadata.uid
+        spool = (volumes / "volumes" / "kubernetes.io~empty-dir" / "spool").stat()
+        assert spool.st_gid == 10001 and spool.st_mode & stat.S_ISGID, oct(spool.st_mode)
     assert serving(release) == {p.status.pod_ip for p in pods}
 
 
