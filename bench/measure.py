@@ -136,14 +136,8 @@ class Namespace:
 def namespace_on(plane: Plane, state: State, tmp: Path) -> Iterator[Namespace]:
     """A fresh namespace with the bench's project and the gateway's
     identity in it, deleted after."""
-    from kubernetes import client
-
-    core = client.CoreV1Api(plane.admin_api())
-    name = f"bench-{uuid.uuid4().hex[:8]}"
-    core.create_namespace({"metadata": {"name": name}})  # type: ignore[arg-type]
-    core.create_namespaced_secret(name, project_secret())  # type: ignore[arg-type]
     kubeconfig = tmp / "gateway.kubeconfig"
-    plane.gateway_identity(name, kubeconfig, 3600)
+    core, name = processes.fresh_namespace(plane, "bench", project_secret(), kubeconfig)
     token = json.loads(kubeconfig.read_text())["users"][0]["user"]["token"]
     namespace = Namespace(state=state, core=core, name=name, kubeconfig=kubeconfig, token=token)
     try:

@@ -19,23 +19,19 @@ Exit status 0 when every push was answered 2xx and has exactly one build.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client
-
+from bench.processes import builds_by_push, fresh_namespace, plane_up
 from devtools import ROOT
 from devtools import gateway as daemon
 from devtools.outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
-from devtools.plane import Plane
-from devtools.projects import TOKEN, decoded, fresh, project_secret
+from devtools.projects import TOKEN, fresh, project_secret
 
 PAYLOAD = (ROOT / "tests" / "payloads" / "dockerhub" / "push-docs.json").read_bytes()
 
@@ -51,18 +47,14 @@ def main() -> int:
     parser.add_argument("--drain", type=float, default=120.0, help="seconds allowed to drain")
     args = parser.parse_args()
 
-    cp = Plane()
-    cp.up()
-    api = cp.admin_api()
-    core = client.CoreV1Api(api)
-    ns = f"outage-{uuid.uuid4().hex[:8]}"
-    core.create_namespace({"metadata": {"name": ns}})  # type: ignore[arg-type]
-    core.create_namespaced_secret(ns, project_secret("bench/app"))  # type: ignore[arg-type]
+    plane, state = plane_up(False)
     tmp = Path(tempfile.mkdtemp(prefix="brigade-crgw-outage-"))
-    cp.gateway_identity(ns, tmp / "gateway.kubeconfig", 3600)
-    proxy = Proxy(api.configuration.host)
+    core, ns = fresh_namespace(
+        plane, "outage", project_secret("bench/app"), tmp / "gateway.kubeconfig"
+    )
+    proxy = Proxy(state.server)
     kubeconfig = proxied_kubeconfig(
-        tmp / "gateway.kubeconfig", api.configuration.host, proxy, tmp / "via-proxy.kubeconfig"
+        tmp / "gateway.kubeconfig", state.server, proxy, tmp / "via-proxy.kubeconfig"
     )
     # The shipped pool, timeouts and retry budget, with a spool.
     gateway = daemon.start(
@@ -112,11 +104,7 @@ def main() -> int:
             t.join(120)
 
         def found() -> Counter[int]:
-            seen: Counter[int] = Counter()
-            for s in core.list_namespaced_secret(ns, label_selector="component=build").items:
-                payload = json.loads(decoded(api.sanitize_for_serialization(s))["payload"])
-                seen[payload["push_data"]["pushed_at"] - 1700000000] += 1
-            return seen
+            return Counter({n: len(names) for n, names in builds_by_push(core, ns).items()})
 
         ok = {n for n, a in answers.items() if getattr(a, "status", 0) in (200, 202)}
         deadline = time.monotonic() + args.drain

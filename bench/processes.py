@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -24,6 +25,7 @@ from bench.wrk import BenchError
 from devtools import ROOT
 from devtools import gateway as gateway_process
 from devtools.plane import Plane, State
+from devtools.projects import decoded
 
 # The gateway runs with this group ID, so that a firewall counter can tell
 # its connections from everyone else's (see SynCounter).
@@ -48,6 +50,36 @@ def plane_up(time_it: bool) -> tuple[Plane, State]:
             f"control plane up from stopped (warm binary cache): {time.monotonic() - started:.1f} s"
         )
     return plane, plane.up()
+
+
+def fresh_namespace(
+    plane: Plane, prefix: str, project: dict[str, Any], kubeconfig: Path
+) -> tuple[Any, str]:
+    """A new namespace on ``plane`` holding the project Secret ``project``,
+    with the gateway's least-privilege identity written to ``kubeconfig``:
+    the admin's ``CoreV1Api`` and the namespace's name."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(plane.admin_api())
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": name}})  # type: ignore[arg-type]
+    core.create_namespaced_secret(name, project)  # type: ignore[arg-type]
+    plane.gateway_identity(name, kubeconfig, 3600)
+    return core, name
+
+
+def builds_by_push(core: Any, namespace: str) -> dict[int, list[str]]:
+    """The build Secrets in ``namespace`` by the number of the push that made
+    each (its Docker Hub ``pushed_at`` less 1700000000, as
+    :func:`devtools.projects.fresh` numbers them)."""
+    found: dict[int, list[str]] = {}
+    for secret in core.list_namespaced_secret(namespace, label_selector="component=build").items:
+        body = core.api_client.sanitize_for_serialization(secret)
+        payload = json.loads(decoded(body)["payload"])
+        found.setdefault(payload["push_data"]["pushed_at"] - 1700000000, []).append(
+            str(body["metadata"]["name"])
+        )
+    return found
 
 
 def api_port(state: State) -> int:

@@ -33,25 +33,22 @@ duplicated and no single-attempt push was refused.  It asserts no timing.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import attr
-from kubernetes import client
 
+from bench.processes import builds_by_push, fresh_namespace, plane_up
 from devtools import ROOT, haproxy
 from devtools import gateway as daemon
 from devtools.gateway import exchange
-from devtools.outage import FORWARD, REFUSE, Proxy, proxied_kubeconfig
-from devtools.plane import Plane
+from devtools.outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
 from devtools.plane.processes import free_port
-from devtools.projects import TOKEN, decoded, fresh, project_secret
+from devtools.projects import TOKEN, fresh, project_secret
 
 PAYLOAD = (ROOT / "tests" / "payloads" / "dockerhub" / "push-docs.json").read_bytes()
 URL = f"/events/webhook/bench/app?token={TOKEN}"
@@ -141,24 +138,26 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="pushes per second, in all")
     parser.add_argument("--retry-seconds", type=float, default=8.0)
     parser.add_argument("--outage", type=float, default=None, help="default: 2 x retry budget")
+    parser.add_argument(
+        "--outage-mode",
+        choices=[REFUSE, HANG],
+        default=REFUSE,
+        help="the API server refuses connections, or takes them and never answers",
+    )
     parser.add_argument("--shutdown-delay", type=float, default=6.0)
     parser.add_argument("--settle", type=float, default=10.0, help="seconds between events")
     parser.add_argument("--drain", type=float, default=300.0, help="seconds allowed to drain")
     args = parser.parse_args()
     outage = args.outage if args.outage is not None else 2 * args.retry_seconds
 
-    cp = Plane()
-    cp.up()
-    api = cp.admin_api()
-    core = client.CoreV1Api(api)
-    ns = f"soak-{uuid.uuid4().hex[:8]}"
-    core.create_namespace({"metadata": {"name": ns}})  # type: ignore[arg-type]
-    core.create_namespaced_secret(ns, project_secret("bench/app"))  # type: ignore[arg-type]
+    plane, state = plane_up(False)
     tmp = Path(tempfile.mkdtemp(prefix="brigade-crgw-soak-"))
-    cp.gateway_identity(ns, tmp / "gateway.kubeconfig", 3600)
-    proxy = Proxy(api.configuration.host)
+    core, ns = fresh_namespace(
+        plane, "soak", project_secret("bench/app"), tmp / "gateway.kubeconfig"
+    )
+    proxy = Proxy(state.server)
     kubeconfig = proxied_kubeconfig(
-        tmp / "gateway.kubeconfig", api.configuration.host, proxy, tmp / "via-proxy.kubeconfig"
+        tmp / "gateway.kubeconfig", state.server, proxy, tmp / "via-proxy.kubeconfig"
     )
     fleet = Fleet(
         tmp,
@@ -252,8 +251,8 @@ def main() -> int:
                 restart(i, "term")
             if args.scenario == "full":
                 time.sleep(args.settle)
-                note(f"API server away for {outage:g} s")
-                proxy.set(REFUSE)
+                note(f"API server away ({args.outage_mode}) for {outage:g} s")
+                proxy.set(args.outage_mode)
                 time.sleep(outage)
                 proxy.set(FORWARD)
                 note("API server back")
@@ -263,13 +262,7 @@ def main() -> int:
         note("senders stopped; waiting for the spools to drain")
 
         def found() -> dict[int, list[str]]:
-            seen: dict[int, list[str]] = {}
-            for s in core.list_namespaced_secret(ns, label_selector="component=build").items:
-                body = api.sanitize_for_serialization(s)
-                payload = json.loads(decoded(body)["payload"])
-                n = payload["push_data"]["pushed_at"] - 1700000000
-                seen.setdefault(n, []).append(str(body["metadata"]["name"]))
-            return seen
+            return builds_by_push(core, ns)
 
         accepted = {n for n, p in pushes.items() if p.accepted}
         deadline = time.monotonic() + args.drain
@@ -282,7 +275,7 @@ def main() -> int:
             f"{args.minutes:g} min, {args.replicas} replicas, scenario {args.scenario}, "
             f"retry-on {args.retry_on or 'as in etc/haproxy.cfg'}, "
             f"checks {args.check_interval or 'as in etc/haproxy.cfg'}, "
-            f"shutdown_delay {args.shutdown_delay:g} s, outage {outage:g} s"
+            f"shutdown_delay {args.shutdown_delay:g} s, outage ({args.outage_mode}) {outage:g} s"
         )
         failed = _report(pushes, builds)
         return 1 if failed else 0

@@ -44,6 +44,8 @@ def project_id(name: str) -> str:
 
 # The keys of a project Secret that belong to this gateway (the rest are
 # Brigade's: defaultScript, cloneURL, repository...).
+# Where a project keeps its gateway tokens unless [auth] token_keys says otherwise.
+TOKEN_KEY = "crGatewayToken"  # noqa: S105 (a key name, not a secret)
 TAGS_KEY = "crGatewayTags"
 ONE_BUILD_PER_DIGEST_KEY = "crGatewayOneBuildPerDigest"
 PULL_SECRET_KEY = "crGatewayPullSecret"  # noqa: S105 (a key name, not a secret)
@@ -82,6 +84,12 @@ class Project:
     def one_build_per_digest(self) -> bool:
         """``crGatewayOneBuildPerDigest``: pushes of one digest share one build."""
         return self.data.get(ONE_BUILD_PER_DIGEST_KEY, "").strip().lower() == "true"
+
+    def tokens(self, keys: tuple[str, ...]) -> list[str]:
+        """Every token the project accepts under ``keys`` (``[auth]
+        token_keys``): each key's value split on white space, so that an old
+        and a new token can both be valid while a registry is rotated."""
+        return [token for key in keys for token in self.data.get(key, "").split()]
 
     @property
     def filter(self) -> str:

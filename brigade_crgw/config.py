@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import attr
 
 from . import events
-from .brigade import is_secret_name
+from .brigade import TOKEN_KEY, is_secret_name
 
 ALWAYS = "always"
 WHEN_CONFIGURED = "when-configured"
@@ -219,7 +219,7 @@ class Config:
     annotate_payload: bool = False
     # [auth]
     require: str = ALWAYS
-    token_keys: tuple[str, ...] = ("crGatewayToken",)
+    token_keys: tuple[str, ...] = (TOKEN_KEY,)
     # [registry]
     hosts: tuple[str, ...] = ()
     endpoints: tuple[tuple[str, str], ...] = ()

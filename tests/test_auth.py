@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from brigade_crgw.brigade import Project
 from brigade_crgw.delivery import auth
 
 POLICY = auth.Policy("always", ("crGatewayToken",))
@@ -16,6 +17,11 @@ OPEN = auth.Policy("when-configured", ("crGatewayToken",))
 TOKEN = "tok-123"
 BODY = b'{"push_data": {"tag": "v1"}}'
 DATA = {"repository": "acme/app", "crGatewayToken": TOKEN}
+
+
+def _project(data: dict[str, str] | None) -> Project | None:
+    """A project holding ``data`` in its Secret, or None for an unknown one."""
+    return None if data is None else Project("brigade-acme", "acme/app", data)
 
 
 def _sig(algorithm: str, body: bytes = BODY, token: str = TOKEN) -> str:
@@ -45,14 +51,14 @@ GOOD = {
 @pytest.mark.parametrize("method", sorted(GOOD))
 def test_each_placement_accepted(method: str) -> None:
     """The right token in each placement is accepted and named."""
-    assert auth.authorise(POLICY, DATA, GOOD[method]) == method
+    assert auth.authorise(POLICY, _project(DATA), GOOD[method]) == method
 
 
 @pytest.mark.parametrize("method", sorted(GOOD))
 def test_wrong_token_refused(method: str) -> None:
     """The same placements with another project's token are refused."""
     with pytest.raises(auth.Unauthorized, match=auth.INVALID):
-        auth.authorise(POLICY, {**DATA, "crGatewayToken": "other"}, GOOD[method])
+        auth.authorise(POLICY, _project({**DATA, "crGatewayToken": "other"}), GOOD[method])
 
 
 @pytest.mark.parametrize(
@@ -64,7 +70,7 @@ def test_signature_over_altered_body_refused(header: str) -> None:
     method = next(m for m, p in GOOD.items() if header in p.headers and "signature" in m)
     replayed = auth.Presented(GOOD[method].headers, None, BODY + b" ")
     with pytest.raises(auth.Unauthorized):
-        auth.authorise(POLICY, DATA, replayed)
+        auth.authorise(POLICY, _project(DATA), replayed)
 
 
 @pytest.mark.parametrize(
@@ -87,31 +93,34 @@ def test_signature_over_altered_body_refused(header: str) -> None:
 def test_missing_or_truncated_refused(presented: auth.Presented) -> None:
     """Missing, truncated, malformed or mis-schemed credentials are refused."""
     with pytest.raises(auth.Unauthorized, match=auth.INVALID):
-        auth.authorise(POLICY, DATA, presented)
+        auth.authorise(POLICY, _project(DATA), presented)
 
 
 def test_unknown_project_same_as_wrong_token() -> None:
     """An unknown project is refused with the same words as a wrong token."""
     with pytest.raises(auth.Unauthorized) as unknown:
-        auth.authorise(POLICY, None, GOOD["bearer"])
+        auth.authorise(POLICY, _project(None), GOOD["bearer"])
     with pytest.raises(auth.Unauthorized) as wrong:
-        auth.authorise(POLICY, {**DATA, "crGatewayToken": "x"}, GOOD["bearer"])
+        auth.authorise(POLICY, _project({**DATA, "crGatewayToken": "x"}), GOOD["bearer"])
     assert str(unknown.value) == str(wrong.value)
 
 
 def test_rotation_accepts_either_token() -> None:
     """Whitespace-separated tokens are all valid, so a rotation needs no downtime."""
     data = {**DATA, "crGatewayToken": f"old-token\n{TOKEN} "}
-    assert auth.authorise(POLICY, data, GOOD["bearer"]) == "bearer"
-    assert auth.authorise(POLICY, data, _presented(query="old-token")) == "query-token"
+    assert auth.authorise(POLICY, _project(data), GOOD["bearer"]) == "bearer"
+    assert auth.authorise(POLICY, _project(data), _presented(query="old-token")) == "query-token"
 
 
 def test_other_token_keys() -> None:
     """[auth] token_keys chooses where tokens are kept."""
     policy = auth.Policy("always", ("genericGatewaySecret",))
-    assert auth.authorise(policy, {"genericGatewaySecret": TOKEN}, GOOD["bearer"]) == "bearer"
+    assert (
+        auth.authorise(policy, _project({"genericGatewaySecret": TOKEN}), GOOD["bearer"])
+        == "bearer"
+    )
     with pytest.raises(auth.Unauthorized):
-        auth.authorise(policy, DATA, GOOD["bearer"])
+        auth.authorise(policy, _project(DATA), GOOD["bearer"])
 
 
 def test_project_without_token() -> None:
@@ -119,19 +128,19 @@ def test_project_without_token() -> None:
     unauthenticated sender gets, and tells the operator (in ``note``) how to
     add one; under when-configured it accepts anyone."""
     with pytest.raises(auth.Unauthorized) as refused:
-        auth.authorise(POLICY, {"repository": "x"}, GOOD["bearer"])
+        auth.authorise(POLICY, _project({"repository": "x"}), GOOD["bearer"])
     assert str(refused.value) == auth.INVALID
     assert "added to its Secret under crGatewayToken" in refused.value.note
-    assert auth.authorise(OPEN, {"repository": "x"}, _presented()) == "none"
+    assert auth.authorise(OPEN, _project({"repository": "x"}), _presented()) == "none"
     with pytest.raises(auth.Unauthorized):
-        auth.authorise(OPEN, DATA, _presented())
+        auth.authorise(OPEN, _project(DATA), _presented())
 
 
 def test_refusal_never_echoes_token() -> None:
     """No refusal message contains the token or the presented value."""
     for presented in [*GOOD.values(), _presented(query="guess")]:
         try:
-            auth.authorise(POLICY, {**DATA, "crGatewayToken": "zzz-secret"}, presented)
+            auth.authorise(POLICY, _project({**DATA, "crGatewayToken": "zzz-secret"}), presented)
         except auth.Unauthorized as e:
             assert "zzz-secret" not in str(e) and TOKEN not in str(e) and "guess" not in str(e)
 
@@ -156,7 +165,7 @@ def test_any_input_is_a_verdict(headers: dict[str, str], query: str | None, body
     """Any headers, query and body give a method or Unauthorized, nothing else,
     and a guess without the token never passes."""
     try:
-        method = auth.authorise(POLICY, DATA, auth.Presented(headers, query, body))
+        method = auth.authorise(POLICY, _project(DATA), auth.Presented(headers, query, body))
     except auth.Unauthorized:
         return
     assert TOKEN in (query or "") + "".join(headers.values()) or method.endswith("signature")
@@ -170,9 +179,9 @@ def test_screen_reads_a_signed_request_whatever_its_project() -> None:
     signed = auth.Presented({"x-hub-signature-256": "sha256=" + "0" * 64}, None, b"")
     unsigned = auth.Presented({"authorization": "Bearer wrong"}, None, b"")
     for data in (None, {}, {"crGatewayToken": "t"}):
-        auth.screen(POLICY, data, signed)
+        auth.screen(POLICY, _project(data), signed)
         with pytest.raises(auth.Unauthorized):
-            auth.screen(POLICY, data, unsigned)
+            auth.screen(POLICY, _project(data), unsigned)
 
 
 def test_presents_nothing() -> None:

@@ -100,8 +100,8 @@ def test_build_id_from_identity_is_stable() -> None:
 
 def test_project_accessors() -> None:
     """The gateway's keys of a project Secret read through Project: tag
-    patterns split on white space, one build per digest only for "true",
-    the pull secret trimmed, and empty defaults."""
+    patterns and tokens split on white space, one build per digest only
+    for "true", the pull secret trimmed, and empty defaults."""
     project = acme_project(
         crGatewayTags="v*  !*-rc*\n",
         crGatewayOneBuildPerDigest=" True ",
@@ -120,6 +120,12 @@ def test_project_accessors() -> None:
     assert bare.pull_secret == ""
     assert brigade.Project("brigade-x", "x", {"repository": "x"}).script == ""
     assert not acme_project(crGatewayOneBuildPerDigest="yes please").one_build_per_digest
+    rotating = brigade.Project(
+        "brigade-x", "x", {"crGatewayToken": " old\nnew ", "genericGatewaySecret": "generic"}
+    )
+    assert rotating.tokens(("crGatewayToken",)) == ["old", "new"]
+    assert rotating.tokens(("crGatewayToken", "genericGatewaySecret")) == ["old", "new", "generic"]
+    assert rotating.tokens(("nothing",)) == []
 
 
 def test_one_build_per_digest_id() -> None:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from treq.testing import StubTreq
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -19,8 +19,9 @@ from brigade_crgw.answers import Refusal
 from brigade_crgw.brigade import project_id
 from brigade_crgw.config import Config
 from brigade_crgw.delivery.pipeline import Pipeline
-from brigade_crgw.http.app import Gateway, parse_target
+from brigade_crgw.http.app import Gateway
 from brigade_crgw.http.inflight import InFlight
+from brigade_crgw.http.webhook import parse_target
 from brigade_crgw.kubernetes.projects import ProjectCache
 from devtools.projects import TOKEN, decoded, fresh, project_secret
 
@@ -353,3 +354,30 @@ def test_parse_target_never_crashes(rest: bytes, commit: str | None) -> None:
         assert ".." not in target.project and "%" not in target.project
         assert target.project.count("/") <= 1
         assert all(c.isascii() and c.isprintable() for c in target.project + target.commit)
+
+
+class ShutdownTests(SynchronousTestCase):
+    def test_give_up_answers_what_still_waits(self) -> None:
+        """At the drain deadline, a webhook whose work has not ended is
+        answered 503 with Retry-After; its work ending later changes nothing."""
+        store = MemoryStore()
+        store.put(project_secret("acme/app"))
+        pipeline = Pipeline(Config(retry_seconds=0), ProjectCache(store, 0, 0), store)
+        held: list[Deferred[Any]] = []
+
+        def run(f: Any, *args: Any) -> Deferred[Any]:
+            held.append(Deferred())
+            return held[-1]
+
+        gateway = Gateway(pipeline, run, InFlight(64, Clock()))
+        client = StubTreq(gateway.app.resource())
+        url = f"http://gw/events/webhook/acme/app?token={TOKEN}"
+        pending = client.request("POST", url, data=DOCKERHUB, headers=JSON)
+        self.assertNoResult(pending)
+        self.assertEqual(gateway.give_up(), 1)
+        client.flush()
+        response = self.successResultOf(pending)
+        self.assertEqual(response.code, 503)
+        self.assertEqual(response.headers.getRawHeaders("retry-after"), ["5"])
+        held[0].errback(RuntimeError("ended after the answer"))
+        self.assertEqual(gateway.give_up(), 0)

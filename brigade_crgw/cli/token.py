@@ -23,10 +23,10 @@ from urllib.parse import quote
 
 import attr
 
+from ..brigade import TOKEN_KEY
 from ._kube import TIMEOUT, Cluster, add_kubernetes_options, api_failure, connect
 from ._verb import Failed, Verb
 
-KEY = "crGatewayToken"
 # 32 random bytes, URL-safe: it goes in a URL, a header or an HMAC key alike.
 TOKEN_BYTES = 32
 # Replaces tried when another writer changed the Secret in between.
@@ -90,8 +90,8 @@ def _project_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("project", metavar="PROJECT", help="its name (acme/app) or its ID")
     parser.add_argument(
         "--key",
-        default=KEY,
-        help=f"the project Secret's key that holds the tokens (default {KEY})",
+        default=TOKEN_KEY,
+        help=f"the project Secret's key that holds the tokens (default {TOKEN_KEY})",
     )
     add_kubernetes_options(parser)
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 
 import attr
 
+from ..brigade import Project
 from ..config import ALWAYS
 
 # The same words for an unknown project and a wrong token, so that an
@@ -56,10 +57,8 @@ class Presented:
     body: bytes = attr.ib(repr=False)
 
 
-def project_tokens(data: Mapping[str, str], keys: tuple[str, ...]) -> list[bytes]:
-    """Every token the project accepts: each key's value, split on whitespace
-    so an old and a new token can both be valid while a registry is rotated."""
-    return [token.encode("utf-8") for key in keys for token in data.get(key, "").split()]
+def _tokens(policy: Policy, project: Project) -> list[bytes]:
+    return [token.encode("utf-8") for token in project.tokens(policy.token_keys)]
 
 
 def _equal(a: bytes, b: bytes) -> bool:
@@ -159,7 +158,7 @@ def presents_nothing(presented: Presented) -> bool:
     )
 
 
-def screen(policy: Policy, data: Mapping[str, str] | None, presented: Presented) -> None:
+def screen(policy: Policy, project: Project | None, presented: Presented) -> None:
     """Judge a request before its body is read: refuse it when no body could
     make it acceptable.
 
@@ -174,18 +173,18 @@ def screen(policy: Policy, data: Mapping[str, str] | None, presented: Presented)
     :raises Unauthorized: as :func:`authorise` does.
     """
     signed = any(header in presented.headers for _, header, _, _ in _SIGNATURES)
-    if data is None or (not project_tokens(data, policy.token_keys) and policy.require == ALWAYS):
+    if project is None or (not _tokens(policy, project) and policy.require == ALWAYS):
         # No token could match.  A signed request is still read before it
         # is refused, as it would be for a project with a token: whether a
         # project exists (or has a token) must not show in the answer or
         # its timing before credentials are checked.
         if signed:
             return
-        authorise(policy, data, presented)
+        authorise(policy, project, presented)
         return
-    tokens = project_tokens(data, policy.token_keys)
+    tokens = _tokens(policy, project)
     if not tokens:
-        authorise(policy, data, presented)
+        authorise(policy, project, presented)
         return
     empty = attr.evolve(presented, body=b"")
     plain = matches(tokens, attr.evolve(empty, headers=_without_signatures(presented.headers)))
@@ -199,18 +198,18 @@ def _without_signatures(headers: Mapping[str, str]) -> dict[str, str]:
     return {name: value for name, value in headers.items() if name not in signed}
 
 
-def authorise(policy: Policy, data: Mapping[str, str] | None, presented: Presented) -> str:
-    """Decide whether ``presented`` may trigger the project whose data is ``data``.
+def authorise(policy: Policy, project: Project | None, presented: Presented) -> str:
+    """Decide whether ``presented`` may trigger ``project``.
 
-    :param data: the project's decoded Secret data, or None for an unknown project.
+    :param project: the project, or None for an unknown one.
     :returns: how the sender proved itself, or ``"none"`` when the policy
         lets a project without tokens be triggered by anyone.
     :raises Unauthorized: when it may not; an unknown project, a project
         without a token and a wrong token are refused in the same words.
     """
-    if data is None:
+    if project is None:
         raise Unauthorized(INVALID)
-    tokens = project_tokens(data, policy.token_keys)
+    tokens = _tokens(policy, project)
     if not tokens:
         if policy.require == ALWAYS:
             # The sender is told what anyone is told; the operator, how to fix it.

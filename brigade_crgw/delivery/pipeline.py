@@ -164,7 +164,7 @@ class Pipeline:
         self.refuse_the_empty_handed(target, trace, presented)
         project = self._project(target, trace, deadline, True)
         try:
-            auth.screen(self.policy, project.data if project else None, presented)
+            auth.screen(self.policy, project, presented)
         except auth.Unauthorized as e:
             raise _unauthorized(e, trace.project) from None
 
@@ -308,7 +308,7 @@ class Pipeline:
         self.refuse_the_empty_handed(webhook.target, trace, presented)
         project = self._project(webhook.target, trace, deadline)
         try:
-            method = auth.authorise(self.policy, project.data if project else None, presented)
+            method = auth.authorise(self.policy, project, presented)
         except auth.Unauthorized as e:
             raise _unauthorized(e, trace.project) from None
         if method == "none":

@@ -1,6 +1,7 @@
 """The HTTP surface: the Klein app and what stands around it.
 
-- :mod:`.app`: the routes, reading a webhook, its answer and its log line;
+- :mod:`.app`: the routes, a webhook's answer and its log line;
+- :mod:`.webhook`: what a webhook request says (path, headers, query, body);
 - :mod:`.requests`: bounded requests and the body budget;
 - :mod:`.connections`: the connection limit and the open-files limit;
 - :mod:`.inflight`: the count of webhooks in flight, and the drain;

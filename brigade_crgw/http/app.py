@@ -1,5 +1,5 @@
-"""The HTTP surface: routes, what a webhook request says, JSON answers, and
-the one log line of each webhook.
+"""The HTTP surface: routes, JSON answers, and the one log line of each
+webhook (what a webhook request says is read by :mod:`.webhook`).
 
 The work of a webhook is :meth:`~brigade_crgw.delivery.pipeline.Pipeline.deliver`,
 handed to the thread pool in one trip through the injected ``run``; the
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -27,25 +26,19 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from .. import registries, text
-from ..answers import Outcome, Refusal, Target, Trace, Webhook, unavailable
+from .. import text
+from ..answers import Outcome, Refusal, Target, Trace, unavailable
 from ..delivery import auth
 from ..delivery.pipeline import Pipeline
 from .inflight import InFlight
 from .metrics import Metrics
+from .webhook import lowered_headers, parse_target, read_webhook
 
 log = Logger()
 Runner = Callable[..., "Deferred[Any]"]
 
 # What nginx logs for a client that closed the connection before the answer.
 SENDER_GONE = 499
-# GitHub-style names: letters, digits, '.', '_' and '-'; never '.' or '..'.
-_NAME = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,100}$")
-# A commit-ish as git allows it, minus anything that could be mischief.
-_COMMIT = re.compile(r"^(?!.*\.\.)(?!/)(?!.*//)[A-Za-z0-9._/+@-]{1,200}(?<!/)$")
-# A percent-encoded '/' or '.', in either case.
-_ENCODED_SEPARATOR = re.compile(rb"%(2f|2e)", re.IGNORECASE)
-_JSON_TYPE = re.compile(r"^application/([a-z0-9.+-]*\+)?json$")
 
 
 def write_json(
@@ -58,111 +51,6 @@ def write_json(
     for name, value in (headers or {}).items():
         request.setHeader(name, value)
     return json.dumps(body).encode("utf-8") + b"\n"
-
-
-def parse_target(raw_path: bytes, route: str, query_commit: str | None) -> Target:
-    """Read the project and commit-ish out of the request path.
-
-    The path is cut into segments at its raw ``/`` and each segment is then
-    percent-decoded, exactly as Twisted does before Klein routes the request,
-    so the project is read from the very segments the route matched.  An
-    encoded ``/`` or ``.`` (``%2F``, ``%2E``) in the route or project part is
-    refused: it could only make the route and the project disagree.
-
-    :param route: ``webhook`` (``<id or name>``, ``<org>/<repo>[/<commit…>]``)
-        or ``dockerhub`` (``<org>/<repo>[/<commit…>]``).
-    :raises Refusal: 400 naming what is wrong.
-    """
-    raw = raw_path[1:].split(b"/")
-    segments = [unquote_to_bytes(segment).decode("utf-8", "replace") for segment in raw]
-    rest = segments[2:]
-    if route == "webhook" and len(rest) == 1:
-        n = 1
-    elif len(rest) >= 2:
-        n = 2
-    else:
-        raise Refusal(400, "bad request", f"the URL must be /events/{route}/<org>/<repo>")
-    if segments[:2] != ["events", route] or any(
-        _ENCODED_SEPARATOR.search(segment) for segment in raw[: 2 + n]
-    ):
-        raise Refusal(
-            400, "bad request", "the project part of the URL may not hold an encoded '/' or '.'"
-        )
-    names, commit_parts = rest[:n], rest[n:]
-    for name in names:
-        if not _NAME.fullmatch(name):
-            raise Refusal(
-                400,
-                "bad request",
-                "a project name is letters, digits, '.', '_' and '-' (at most 100)",
-            )
-    commit = "/".join(commit_parts)
-    if query_commit is not None:
-        if commit and query_commit != commit:
-            raise Refusal(400, "bad request", "the commit is given twice, differently")
-        commit = query_commit
-    if commit and not _COMMIT.fullmatch(commit):
-        raise Refusal(400, "bad request", "the commit is not a valid commit-ish")
-    return Target(project="/".join(names), commit=commit)
-
-
-def _headers(headers: Headers) -> dict[str, str]:
-    """Lower-cased header names to their first value, decoded leniently."""
-    return registries.lower_names(
-        {
-            name.decode("latin-1"): values[0].decode("latin-1")
-            for name, values in headers.getAllRawHeaders()
-        }
-    )
-
-
-def _query(request: IRequest, name: str) -> str | None:
-    values = (request.args or {}).get(name.encode())
-    if not values:
-        return None
-    try:
-        return values[0].decode("utf-8")
-    except UnicodeDecodeError:
-        raise Refusal(400, "bad request", f"?{name}= is not UTF-8") from None
-
-
-def _queries(request: IRequest) -> dict[str, str]:
-    """Every query parameter but ``token``, to its first value, decoded
-    leniently (only ``commit``, ``token`` and ``registry`` must be UTF-8)."""
-    return {
-        name.decode("utf-8", "replace"): values[0].decode("utf-8", "replace")
-        for name, values in (request.args or {}).items()
-        if values and name != b"token"
-    }
-
-
-def _check_media_type(headers: Mapping[str, str]) -> None:
-    """Only JSON bodies are accepted; a missing Content-Type is taken as JSON,
-    since some registries send none."""
-    content_type = registries.media_type(headers)
-    if content_type and not _JSON_TYPE.match(content_type):
-        raise Refusal(
-            415, "unsupported media type", "the body must be JSON (Content-Type: application/json)"
-        )
-
-
-def read_webhook(request: IRequest, route: str) -> Webhook:
-    """What a webhook request says, checked as far as HTTP goes.
-
-    :raises Refusal: 400 or 415.
-    """
-    headers = _headers(request.requestHeaders)
-    _check_media_type(headers)
-    target = parse_target(request.path, route, _query(request, "commit"))
-    body = request.content.read() if request.content is not None else b""
-    return Webhook(
-        target=target,
-        headers=headers,
-        body=body,
-        query_token=_query(request, "token"),
-        query_registry=_query(request, "registry"),
-        query=_queries(request),
-    )
 
 
 @attr.s(auto_attribs=True)
@@ -260,7 +148,7 @@ class Gateway:
     def handshake(self, request: IRequest, route: str, rest: str) -> bytes:
         """The CloudEvents webhook abuse-protection handshake (Event Grid's
         CloudEvents deliveries ask it before the first event)."""
-        origin = _headers(request.requestHeaders).get("webhook-request-origin")
+        origin = lowered_headers(request.requestHeaders).get("webhook-request-origin")
         request.setHeader("Allow", "POST, OPTIONS")
         if origin:
             request.setHeader("WebHook-Allowed-Origin", origin)
@@ -288,7 +176,7 @@ class Gateway:
         except (Refusal, UnicodeDecodeError):
             # The whole request is refused later, with its reason.
             return succeed(None)
-        lowered = _headers(headers)
+        lowered = lowered_headers(headers)
         try:
             presented = auth.Presented(lowered, token, b"")
             self.pipeline.refuse_the_empty_handed(target, trace, presented)
