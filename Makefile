@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := setup.py $(shell find brigade_crgw twisted -name '*.py' -o -name '*.json' 2>/dev/null)
 
-.PHONY: venv run test test-fast lint bench soak bench-cel plane-up plane-down image helm chart docs clean
+.PHONY: venv run test test-fast lint bench soak rollout rotation bench-cel plane-up plane-down image helm chart docs clean
 
 venv: $(VENV)/.installed
 
@@ -59,6 +59,16 @@ bench-cel:
 # make soak SOAK_ARGS="--minutes 10"; --help for the rest.
 soak: venv
 	PYTHONPATH=$(CURDIR) $(BIN)/python -m bench.soak $(SOAK_ARGS)
+
+# On the plane's node (scripts/control-plane up --node): single-attempt
+# pushes through the chart's Service during a rollout restart and a pod
+# deletion (make rollout ROLLOUT_ARGS="--shutdown-delay 0"), and the gateway
+# past the expiry of its pod's first projected token (about 12 minutes).
+rollout: venv
+	PYTHONPATH=$(CURDIR) $(BIN)/python -m bench.rollout $(ROLLOUT_ARGS)
+
+rotation: venv
+	PYTHONPATH=$(CURDIR) $(BIN)/python -m bench.rotation $(ROTATION_ARGS)
 
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(BIN)/pip install --quiet '.[test,bench]'
