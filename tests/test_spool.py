@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from brigade_crgw.delivery.spool import Spool, SpoolError, SpoolFull, drain_once
+from brigade_crgw.delivery.drainer import drain_once
+from brigade_crgw.delivery.spool import Spool, SpoolError, SpoolFull
 from brigade_crgw.kubernetes.store import StoreRejected, StoreUnavailable
 
 from .helpers import acme_store

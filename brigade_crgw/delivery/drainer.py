@@ -1,7 +1,7 @@
 """The spool's drainer: a small Service that empties the spool into Kubernetes.
 
 Every second (or at once, while a batch came out whole) it runs
-:func:`~brigade_crgw.delivery.spool.drain_once` on the gateway's thread pool; while
+:func:`drain_once` on the gateway's thread pool; while
 Kubernetes stays unavailable it waits longer between attempts (jittered, up
 to 30 s).  Every second, whatever the drain is doing, it also refreshes the
 spool's figures for ``GET /metrics`` and ``/readyz``, so the reactor never
@@ -10,8 +10,8 @@ reads the file itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import attr
 from twisted.application.service import Service
@@ -20,15 +20,81 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from ..kubernetes.store import StoreForbidden
+from ..kubernetes.store import StoreForbidden, StoreRejected, StoreUnavailable
 from .outage import Drain, backoff
-from .spool import BuildStore, Drained, Spool, SpoolError, SpoolStats, drain_once
+from .spool import Spool, SpoolError, SpoolStats
 
 log = Logger()
 Runner = Callable[..., "Deferred[Any]"]
 
 TICK = 1.0
 BATCH = 50
+
+
+class BuildStore(Protocol):
+    """The part of the Kubernetes store the drainer needs."""
+
+    def create_build(self, secret: Mapping[str, Any]) -> bool: ...
+
+    def get_project(self, project_id: str, timeout: float | None = None) -> object | None: ...
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Drained:
+    """What one :func:`drain_once` did.
+
+    :param created: builds created now.
+    :param existed: builds Kubernetes already had (a sender's retry won).
+    :param rejected: (name, reason) of builds Kubernetes refused for good.
+    :param failure: why it stopped early (Kubernetes unavailable), or None.
+    :param dropped: (name, project) of builds whose project no longer exists.
+    """
+
+    created: tuple[str, ...] = ()
+    existed: tuple[str, ...] = ()
+    rejected: tuple[tuple[str, str], ...] = ()
+    failure: StoreUnavailable | None = None
+    dropped: tuple[tuple[str, str], ...] = ()
+
+
+def drain_once(spool: Spool, store: BuildStore, limit: int = 50) -> Drained:
+    """Create up to ``limit`` spooled builds, oldest first, removing each
+    once Kubernetes has it.  A build whose project was deleted meanwhile is
+    removed without being created (each project is asked once per call).
+    Stops at the first sign that Kubernetes is unavailable; the entries not
+    done stay for the next time.
+
+    :raises SpoolError: when the spool cannot be read or written.
+    """
+    created: list[str] = []
+    existed: list[str] = []
+    rejected: list[tuple[str, str]] = []
+    dropped: list[tuple[str, str]] = []
+    projects: dict[str, bool] = {}
+
+    def done(failure: StoreUnavailable | None = None) -> Drained:
+        return Drained(tuple(created), tuple(existed), tuple(rejected), failure, tuple(dropped))
+
+    for entry in spool.peek(limit):
+        project = str(entry.secret["metadata"].get("labels", {}).get("project", ""))
+        try:
+            if project and project not in projects:
+                projects[project] = store.get_project(project) is not None
+            if project and not projects[project]:
+                spool.remove(entry)
+                dropped.append((entry.name, project))
+                continue
+            new = store.create_build(entry.secret)
+        except StoreRejected as e:
+            spool.reject(entry, str(e))
+            rejected.append((entry.name, str(e)))
+            continue
+        except StoreUnavailable as e:
+            spool.note(entry, str(e))
+            return done(e)
+        spool.remove(entry)
+        (created if new else existed).append(entry.name)
+    return done()
 
 
 @attr.s(auto_attribs=True)

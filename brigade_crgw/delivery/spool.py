@@ -2,7 +2,7 @@
 
 When Kubernetes stays unavailable past the retry budget, the gateway writes
 the ready-made build Secrets of an authorised webhook here and answers 202
-once the write is durable.  :func:`drain_once` later creates them in
+once the write is durable.  :func:`.drainer.drain_once` later creates them in
 Kubernetes, oldest first, and deletes each entry once Kubernetes has it.
 
 The file is SQLite (WAL, ``synchronous=FULL``: a committed write survives a
@@ -23,11 +23,9 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import attr
-
-from ..kubernetes.store import StoreRejected, StoreUnavailable
 
 # Bumped when the table changes; a file from a newer gateway is refused,
 # one from an older gateway is brought up to date.
@@ -371,69 +369,3 @@ class SpoolStats:
     depth: int = 0
     oldest_age: float | None = None
     rejected: int = 0
-
-
-class BuildStore(Protocol):
-    """The part of the Kubernetes store the drainer needs."""
-
-    def create_build(self, secret: Mapping[str, Any]) -> bool: ...
-
-    def get_project(self, project_id: str, timeout: float | None = None) -> object | None: ...
-
-
-@attr.s(frozen=True, auto_attribs=True)
-class Drained:
-    """What one :func:`drain_once` did.
-
-    :param created: builds created now.
-    :param existed: builds Kubernetes already had (a sender's retry won).
-    :param rejected: (name, reason) of builds Kubernetes refused for good.
-    :param failure: why it stopped early (Kubernetes unavailable), or None.
-    :param dropped: (name, project) of builds whose project no longer exists.
-    """
-
-    created: tuple[str, ...] = ()
-    existed: tuple[str, ...] = ()
-    rejected: tuple[tuple[str, str], ...] = ()
-    failure: StoreUnavailable | None = None
-    dropped: tuple[tuple[str, str], ...] = ()
-
-
-def drain_once(spool: Spool, store: BuildStore, limit: int = 50) -> Drained:
-    """Create up to ``limit`` spooled builds, oldest first, removing each
-    once Kubernetes has it.  A build whose project was deleted meanwhile is
-    removed without being created (each project is asked once per call).
-    Stops at the first sign that Kubernetes is unavailable; the entries not
-    done stay for the next time.
-
-    :raises SpoolError: when the spool cannot be read or written.
-    """
-    created: list[str] = []
-    existed: list[str] = []
-    rejected: list[tuple[str, str]] = []
-    dropped: list[tuple[str, str]] = []
-    projects: dict[str, bool] = {}
-
-    def done(failure: StoreUnavailable | None = None) -> Drained:
-        return Drained(tuple(created), tuple(existed), tuple(rejected), failure, tuple(dropped))
-
-    for entry in spool.peek(limit):
-        project = str(entry.secret["metadata"].get("labels", {}).get("project", ""))
-        try:
-            if project and project not in projects:
-                projects[project] = store.get_project(project) is not None
-            if project and not projects[project]:
-                spool.remove(entry)
-                dropped.append((entry.name, project))
-                continue
-            new = store.create_build(entry.secret)
-        except StoreRejected as e:
-            spool.reject(entry, str(e))
-            rejected.append((entry.name, str(e)))
-            continue
-        except StoreUnavailable as e:
-            spool.note(entry, str(e))
-            return done(e)
-        spool.remove(entry)
-        (created if new else existed).append(entry.name)
-    return done()
