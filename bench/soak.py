@@ -24,8 +24,10 @@ per push, the build Secrets in Kubernetes.
     make soak SOAK_ARGS="--minutes 5"
     PYTHONPATH=. .venv/bin/python -m bench.soak --scenario rolling --retry-on none
 
-``--scenario rolling --retry-on none`` is the balancer that never retries
-(as a Service or most ingresses): rolling restarts only.  It prints the
+``--retry-on none`` is the balancer that never retries (as a Service or
+most ingresses), which cannot save what a SIGKILLed replica was handling:
+``--scenario rolling`` is rolling restarts only, ``--scenario no-kill``
+rolling restarts and outages.  It prints the
 table; the exit status is 0 when no push was lost after a 2xx, none was
 duplicated and no single-attempt push was refused.  It asserts no timing.
 """
@@ -128,7 +130,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=3.0, help="how long to keep pushing")
     parser.add_argument("--replicas", type=int, default=3)
-    parser.add_argument("--scenario", choices=["full", "rolling"], default="full")
+    parser.add_argument("--scenario", choices=["full", "no-kill", "rolling"], default="full")
     parser.add_argument(
         "--retry-on", default=None, help="replace the recipe's retry-on (e.g. none)"
     )
@@ -249,7 +251,7 @@ def main() -> int:
                 time.sleep(args.settle)
             for i in range(args.replicas):
                 restart(i, "term")
-            if args.scenario == "full":
+            if args.scenario != "rolling":
                 time.sleep(args.settle)
                 note(f"API server away ({args.outage_mode}) for {outage:g} s")
                 proxy.set(args.outage_mode)
