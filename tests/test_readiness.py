@@ -116,6 +116,45 @@ def test_no_answer_for_too_long_is_not_ready() -> None:
     assert readyz(service)[0] == 200
 
 
+def test_readiness_is_logged_when_it_changes() -> None:
+    """Each change of readiness is logged once with its reason (a replica
+    with a warm spool stays ready while Kubernetes is away, then not when
+    its spool fills); asking again, or a silence growing by seconds, logs
+    nothing more."""
+    from twisted.logger import globalLogPublisher
+
+    answers: list[Deferred[None]] = []
+
+    def run(f: Callable[[], None]) -> Deferred[None]:
+        answers.append(Deferred())
+        return answers[-1]
+
+    room = [True]
+    service, clock = readiness(Check(), run)
+    service.spool_room = lambda: room[0]
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        answers[0].callback(None)
+        clock.advance(5 * 2 + 3 + 1)
+        for _ in range(3):
+            assert readyz(service)[0] == 200
+            clock.advance(1)
+        room[0] = False
+        assert readyz(service)[0] == 503 and readyz(service)[0] == 503
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    said = [
+        e["log_format"].split("{")[0] + str(e.get("reason", e.get("why", "")))
+        for e in events
+        if "ready" in e.get("log_format", "")
+    ]
+    assert len(said) == 3, said
+    assert said[1].startswith("ready: Kubernetes has not answered a check for 14s")
+    assert said[1].endswith("pushes go to the spool")
+    assert said[2].startswith("not ready: ") and said[2].endswith("the spool is full")
+
+
 def test_stop_ends_the_checks() -> None:
     """Once stopped, no check is scheduled any more."""
     check = Check()

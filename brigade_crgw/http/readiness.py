@@ -21,6 +21,7 @@ check a token) leaves it.  From SIGTERM on it is never ready
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,7 @@ log = Logger()
 
 # Seconds between two checks.
 INTERVAL = 5.0
+_DIGITS = re.compile(r"\d+")
 
 
 @attr.s(auto_attribs=True)
@@ -126,12 +128,15 @@ class Readiness(Service):
     def state(self) -> tuple[bool, str]:
         """Whether the gateway can take a push safely, and why (or why not)."""
         ready, reason = self._judge()
-        if (ready, reason) != self._said:
+        # Logged when it changes; a count of seconds in the reason (how long
+        # Kubernetes has been silent) is no change.
+        said = (ready, _DIGITS.sub("", reason))
+        if said != self._said:
             if ready:
                 log.info("ready{why}", why=f": {reason}" if reason else "")
             else:
                 log.warn("not ready: {reason}", reason=reason)
-            self._said = (ready, reason)
+            self._said = said
         return ready, reason
 
     def _judge(self) -> tuple[bool, str]:
