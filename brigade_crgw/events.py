@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 import attr
@@ -105,3 +105,17 @@ def default_endpoint(host: str) -> str:
 def is_commit_sha(text: str) -> bool:
     """Whether ``text`` is a full git commit id (SHA-1 or SHA-256, lower case)."""
     return bool(re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", text))
+
+
+def merged(events: Iterable[ImageEvent]) -> list[ImageEvent]:
+    """The events, in order, with each image named once: events that agree on
+    registry, action, host, repository, tag and digest make one build (the
+    first one's), however often a body repeats them."""
+    seen: set[tuple[str, ...]] = set()
+    kept = []
+    for event in events:
+        key = (event.registry, event.action, event.host, event.repository, event.tag, event.digest)
+        if key not in seen:
+            seen.add(key)
+            kept.append(event)
+    return kept

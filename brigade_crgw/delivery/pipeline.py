@@ -17,7 +17,7 @@ AlreadyExists); then the builds go to the spool, when there is one.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 import attr
@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from .. import brigade, registries
 from ..answers import Outcome, Refusal, Target, Trace, Webhook, unavailable
 from ..config import WHEN_CONFIGURED, Config
-from ..events import ImageEvent
+from ..events import merged
 from ..kubernetes.store import SecretStore, StoreForbidden, StoreRejected, StoreUnavailable
 from . import auth, enrich, filters, outage
 from .images import ImageLookup
@@ -381,20 +381,6 @@ class Pipeline:
 def _ignored(reasons: Sequence[str]) -> Outcome:
     """The answer to a webhook whose every image was left out, and why."""
     return Outcome(200, {"status": "ignored", "reason": "; ".join(dict.fromkeys(reasons))})
-
-
-def merged(events: Iterable[ImageEvent]) -> list[ImageEvent]:
-    """The events, in order, with each image named once: events that agree on
-    registry, action, host, repository, tag and digest make one build (the
-    first one's), however often a body repeats them."""
-    seen: set[tuple[str, ...]] = set()
-    kept = []
-    for event in events:
-        key = (event.registry, event.action, event.host, event.repository, event.tag, event.digest)
-        if key not in seen:
-            seen.add(key)
-            kept.append(event)
-    return kept
 
 
 def _unauthorized(error: auth.Unauthorized, project_id: str) -> Refusal:
