@@ -167,15 +167,21 @@ def _make_network(n: Network) -> None:
         _ip("-n", n.netns, "route", "add", "default", "via", n.host_ip)
         for cidr in (n.pod_cidr, n.service_cidr):
             _ip("route", "add", cidr, "via", n.node_ip, "dev", n.host_veth)
-        # Routing between the bridge and the uplink, and Service rules that
-        # see bridged traffic (a pod reaching a Service backed by a pod).
-        for key in ("net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables"):
-            subprocess.run(
+        # Routing between the bridge and the uplink (needed), and Service
+        # rules that see bridged traffic (a pod reaching a Service backed by
+        # a pod on the same bridge; without br_netfilter only that fails).
+        for key, needed in (
+            ("net/ipv4/ip_forward", True),
+            ("net/bridge/bridge-nf-call-iptables", False),
+        ):
+            result = subprocess.run(
                 n.in_netns(["sh", "-c", f"echo 1 > /proc/sys/{key}"]),
-                check=True,
                 capture_output=True,
+                text=True,
             )
-    except (PlaneError, subprocess.CalledProcessError):
+            if needed and result.returncode != 0:
+                raise PlaneError(f"could not set {key} in {n.netns}: {result.stderr.strip()}")
+    except PlaneError:
         remove_network(n)
         raise
 
