@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from brigade_crgw.answers import Target, Trace, Webhook
 from brigade_crgw.brigade import Project
 from brigade_crgw.config import Config
-from brigade_crgw.delivery import enrich, filters
+from brigade_crgw.delivery import enrich, expression, filters
 from brigade_crgw.delivery.pipeline import Pipeline
 from brigade_crgw.events import ImageEvent, ImageFacts
 from brigade_crgw.kubernetes.projects import ProjectCache
@@ -137,7 +137,7 @@ def test_request_variable_leaves_out_credentials() -> None:
 )
 def test_needs_lookup(text: str, needs: bool) -> None:
     """Only a filter reading platforms, labels, digest, lookup or image whole waits for one."""
-    assert filters.needs_lookup(text) is needs
+    assert expression.needs_lookup(text) is needs
 
 
 @pytest.mark.parametrize(
