@@ -164,7 +164,9 @@ def _make_network(n: Network) -> None:
         _ip("-n", n.netns, "link", "set", "lo", "up")
         _ip("-n", n.netns, "addr", "add", f"{n.node_ip}/30", "dev", "uplink")
         _ip("-n", n.netns, "link", "set", "uplink", "up")
-        _ip("-n", n.netns, "route", "add", "default", "via", n.host_ip)
+        # No default route: the API server is on the veth's own link, and
+        # nothing in the node (a pod, containerd pulling an image it lacks)
+        # can reach beyond this machine.
         for cidr in (n.pod_cidr, n.service_cidr):
             _ip("route", "add", cidr, "via", n.node_ip, "dev", n.host_veth)
         # Routing between the bridge and the uplink (needed), and Service
