@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from brigade_crgw.brigade import project_id
 from devtools import ROOT
 from devtools.gateway import free_port
 
@@ -23,8 +25,14 @@ pytestmark = pytest.mark.integration
 
 def test_printed_curl_makes_a_build(plane: Cluster, tmp_path: Path) -> None:
     """With no cluster configured, scripts/demo.py (what `make run` runs)
-    uses the local plane, prints a curl, serves; the curl gets a build name
-    and that build Secret exists."""
+    uses the local plane, prints a curl, serves; the curl gets a build name,
+    that build Secret exists, and its script reads only what a v1 script
+    can, from a payload that has it."""
+    # The curl's push is always the same, so a build left by an earlier run
+    # would answer it as a redelivery: start from none.
+    plane.core.delete_collection_namespaced_secret(
+        "default", label_selector=f"component=build,project={project_id('demo/hello')}"
+    )
     port = free_port()
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "BRIGADE_NAMESPACE")}
@@ -61,6 +69,17 @@ def test_printed_curl_makes_a_build(plane: Cluster, tmp_path: Path) -> None:
         secret = plane.core.read_namespaced_secret(build, "default")
         assert secret.type == "brigade.sh/build"
         assert secret.metadata.labels["component"] == "build"
+        # The demo's brigade.js reads only what a Brigade v1 script is given
+        # (e.type, e.provider, e.revision, e.payload), and the image fields
+        # it prints from the payload are there, with values.
+        data = {k: base64.b64decode(v).decode() for k, v in secret.data.items()}
+        script = data["script"]
+        assert set(re.findall(r"\be\.(\w+)", script)) <= {"type", "provider", "revision", "payload"}
+        image = json.loads(data["payload"])["brigade_crgw"]
+        for field in set(re.findall(r"\bimage\.(\w+)", script)):
+            assert field in image, field
+        assert all(image[f] for f in ("host", "repository", "tag", "pusher")), image
+        assert (data["event_type"], data["event_provider"]) == ("image_push", "dockerhub")
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
