@@ -62,6 +62,17 @@ def exchange(
         connection.close()
 
 
+def metric(port: int, name: str) -> float:
+    """The value of the sample ``name`` (with its labels, if any) in the
+    /metrics of the gateway on loopback ``port``."""
+    text = exchange(port, "GET", "/metrics").body.decode()
+    for line in text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample == name:
+            return float(value)
+    raise AssertionError(f"no sample {name} in /metrics")
+
+
 def wait_not_listening(port: int, timeout: float = 30.0) -> None:
     """Until nothing accepts connections on loopback ``port`` any more."""
 
@@ -119,12 +130,7 @@ class Daemon:
 
     def metric(self, name: str) -> float:
         """The value of the sample ``name`` (with its labels, if any) in /metrics."""
-        text = self.request("GET", "/metrics").body.decode()
-        for line in text.splitlines():
-            sample, _, value = line.rpartition(" ")
-            if sample == name:
-                return float(value)
-        raise AssertionError(f"no sample {name} in /metrics")
+        return metric(self.port, name)
 
     def wait_metric(self, name: str, value: float, timeout: float = 30.0) -> None:
         """Until the sample ``name`` in /metrics is ``value``."""

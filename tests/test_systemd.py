@@ -15,7 +15,6 @@ import http.client
 import itertools
 import json
 import os
-import re
 import shutil
 import socket
 import ssl
@@ -33,7 +32,7 @@ import pytest
 import devtools.kubectl
 from brigade_crgw.brigade import project_id
 from devtools import ROOT, debian, rootfs
-from devtools.gateway import Answer, exchange, free_port, wait_not_listening
+from devtools.gateway import Answer, exchange, free_port, metric, wait_not_listening
 from devtools.outage import FORWARD, HANG, Proxy, proxied_kubeconfig
 from devtools.plane import PlaneError
 from devtools.projects import decoded, fresh, project_secret
@@ -110,10 +109,7 @@ class Site:
 
     def in_flight(self) -> float:
         """The webhooks the gateway is handling now (/metrics)."""
-        text = self.request("GET", "/metrics").body.decode()
-        match = re.search(r"^brigade_crgw_webhooks_in_flight (\S+)$", text, re.M)
-        assert match, text
-        return float(match.group(1))
+        return metric(self.port, "brigade_crgw_webhooks_in_flight")
 
     def wait_stopping(self) -> None:
         """Until systemd is stopping the unit and the gateway no longer
