@@ -1,49 +1,53 @@
-"""Hostile load on the real gateway: memory under connections that send
-large bodies without credentials, and builds per hostile delivery.
+"""Hostile load on the real gateway: what it holds, whether its reactor
+still answers, and what an honest sender is told, under each storm.
 
 Starts (or reuses) the local control plane, a fresh namespace with the
-gateway's RBAC and one project, and the real ``twistd -n brigade-crgw`` with
-the shipped defaults (``max_connections``, ``max_buffered_bytes``, 8
-threads, 30 s read timeout).  Then, for each mode:
+gateway's RBAC and one project with a token, and for each storm a fresh
+``twistd -n brigade-crgw`` with the shipped ini (``etc/brigade-crgw.ini``:
+8 threads, 30 s read timeout, ``max_in_flight`` 64, 16 MiB of bodies, a
+spool in a temporary directory).  The storms, each bounded in time and in
+count, on loopback only:
 
-``unknown``
-    N connections, each sending a ~100 KB body to a project that does not
-    exist, without credentials, and staying open;
-``signed``
-    N connections, each sending the same to the existing project with a
-    (wrong) signature header, so the body has to be read before it can be
-    judged: the case the byte budget is for.
-
-It prints the gateway's resident memory idle, at the peak and after the
-connections closed, what the hostile connections were answered, and whether
-an honest webhook was served in the middle of it.  Finally it sends the
-issue's hostile deliveries (one tag repeated, identical events, too many
-images) and prints the builds each made.
-
-The third round's storms each start a gateway of their own (shipped
-defaults but for what the storm needs), and print RSS (idle, peak, after)
-and the slowest ``/healthz`` answer, asked every 100 ms throughout:
-
+``connections``
+    ``--connections`` connections, each sending a ~100 KB body without
+    credentials and staying open, first to a project that does not exist,
+    then to the existing project with a (wrong) signature header, so the
+    body has to be read before it can be judged; then the hostile
+    deliveries of issue 12 (one tag repeated, identical events, too many
+    images) and the builds each made;
 ``registry``
-    a listed registry that is hostile (:mod:`devtools.hostile_registry`):
-    200 pushes of distinct repositories whose indexes list 15,000 platforms
-    each (``annotate_payload = true``), 8 at a time, then 20 whose registry
-    answers a 480 KB folded challenge;
-``outage``
-    the API server hangs (a spool is set, the project was read before); 64
-    senders send pushes naming made-up projects (with a wrong bearer), over
-    and over for 20 s, while an honest push is sent every second;
+    the project's pushes name ``--repositories`` images each on a hostile
+    registry listed in ``[registry] hosts`` (``devtools.hostile_registry``,
+    in a process of its own): every one but the last an index of 15,000
+    platforms (a distinct index per repository), the last a 401 whose
+    challenge is 30 folded lines of 16,000 bytes; ``annotate_payload`` on;
+``flood``
+    the API server reached through ``devtools.outage``'s proxy; one honest
+    push reads the project, then ``--flood`` pushes to made-up projects
+    with a wrong bearer (no credential at all is refused before the project
+    is read), 32 at a time, then the proxy cuts the API server (``--mode``)
+    for ``--outage`` seconds while 64 senders go on flooding; then it is back
+    and the spool drains;
 ``bodiless``
-    64 connections that declare 256 KiB bodies, carry a signature header
-    and send nothing (all of ``max_buffered_bytes``, were it charged on the
-    declaration), then an honest push;
+    ``--bodiless`` connections declaring ``Content-Length: 262144`` with a
+    signature header to the existing project, sending no body, held
+    ``--hold`` seconds (past the 30 s read timeout);
 ``sigterm``
     a registry that holds every lookup, the API server hanging, 64 pushes,
-    then SIGTERM: how long until the process exits, and what every sender
-    was answered.
+    then SIGTERM: how long until the process exits, its exit code, and what
+    every sender was told (there is no other honest sender in this one).
 
-    PYTHONPATH=. .venv/bin/python bench/hostile.py [--connections 2000] [--body 100000]
-        [--modes unknown,signed,registry,outage,bodiless,sigterm]
+Throughout each storm, an honest sender pushes a valid 1.3 KB Docker Hub
+webhook with the project's token every 0.5 s, and a monitor in a process of
+its own (so the storm's client threads cannot slow it) samples the
+gateway's RSS every 20 ms and asks ``GET /healthz`` every 100 ms on a new
+connection.  Each storm prints its details, and the end a table: the honest
+pushes' answers by code, the peak RSS against the chart's 256 MiB limit and
+the slowest ``/healthz``.  Nothing is asserted; the exit status is 1 when a
+storm passed 256 MiB or 1 s, or the gateway died (or, for ``sigterm``, did
+not exit 0).
+
+    PYTHONPATH=. .venv/bin/python -m bench.hostile [--storm all|NAME[,NAME...]]
 """
 
 from __future__ import annotations
@@ -51,8 +55,12 @@ from __future__ import annotations
 import argparse
 import base64
 import collections
-import contextlib
+import http.client
 import json
+import multiprocessing
+import os
+import random
+import re
 import resource
 import signal
 import socket
@@ -62,7 +70,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,45 +79,298 @@ from kubernetes import client
 
 from devtools import ROOT
 from devtools import gateway as daemon
-from devtools.hostile_registry import HostileRegistry, push_event
-from devtools.outage import FORWARD, HANG, Proxy, proxied_kubeconfig
+from devtools.hostile_registry import push_event
+from devtools.outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
 from devtools.plane import Plane
 from devtools.projects import TOKEN, fresh, project_secret
+from devtools.waiting import until
 
 PAYLOADS = ROOT / "tests" / "payloads"
 DOCKERHUB = (PAYLOADS / "dockerhub" / "push-docs.json").read_bytes()
 QUAY = (PAYLOADS / "quay" / "repo_push.json").read_bytes()
 GOOD = "/events/webhook/bench/app"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+# A credential, wrong: without one a webhook is refused before its project is read.
+WRONG = {"Authorization": "Bearer made-up"}
+SIGNED = f"X-Hub-Signature-256: sha256={'0' * 64}\r\n"
+DISTRIBUTION = "application/vnd.docker.distribution.events.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+# The Helm chart's memory limit, and the reactor's promise (issue 17).
+LIMIT_MIB = 256
+HEALTHZ_LIMIT = 1.0
+STORMS = ("connections", "registry", "flood", "bodiless", "sigterm")
 
 
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped because a listening
+    socket's backlog was full (``TcpExt ListenOverflows``; the whole
+    machine's: other processes' sockets count too)."""
+    lines = [line.split() for line in Path("/proc/net/netstat").read_text().splitlines()]
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names[0] == "TcpExt:" and "ListenOverflows" in names:
+            return int(values[names.index("ListenOverflows")])
     return 0
 
 
 def open_files(needed: int) -> None:
     """Check ``ulimit -n`` for this process, raising the soft limit if it can."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    print(f"ulimit -n: soft {soft}, hard {hard}; this client needs {needed}")
     if soft < needed <= hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
     elif hard < needed:
         sys.exit(f"ulimit -n: the hard limit {hard} is below {needed}; raise it first")
 
 
-class Sampler(threading.Thread):
-    """Samples the gateway's RSS every 20 ms; keeps the peak."""
+class _Probe:
+    """The slowest of the ``/healthz`` answers it timed, and how many were slow."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self) -> None:
+        self.worst, self.worst_at, self.samples, self.over_half, self.over_limit = 0.0, 0.0, 0, 0, 0
+        self.told: collections.Counter[str] = collections.Counter()
+
+    def time(self, ask: Callable[[], int], since: float) -> float:
+        started = time.monotonic()
+        try:
+            self.told[str(ask())] += 1
+        except (OSError, http.client.HTTPException) as e:
+            self.told[type(e).__name__] += 1
+        took = time.monotonic() - started
+        if took > self.worst:
+            self.worst, self.worst_at = took, started - since
+        self.samples += 1
+        self.over_half += took > 0.5
+        self.over_limit += took > HEALTHZ_LIMIT
+        return took
+
+    def summary(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if k != "told"} | {"told": dict(self.told)}
+
+
+def _watch(pid: int, port: int, ready: Any, stop: Any, results: Any) -> None:
+    """The monitor's process: RSS every 20 ms; ``/healthz`` every 100 ms,
+    on a new connection (what a kubelet's probe does: it waits for the
+    listening socket's backlog too) and on one kept open (the reactor alone)."""
+    peak = 0
+    done = threading.Event()
+
+    def memory() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, rss_kib(pid))
+            done.wait(0.02)
+
+    sampler = threading.Thread(target=memory, daemon=True)
+    sampler.start()
+    fresh_probe, kept_probe, began = _Probe(), _Probe(), time.monotonic()
+    kept = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def on_kept() -> int:
+        try:
+            kept.request("GET", "/healthz")
+            response = kept.getresponse()
+            response.read()
+        except (OSError, http.client.HTTPException):
+            kept.close()  # connects again next time
+            raise
+        return response.status
+
+    while not stop.is_set():
+        took = kept_probe.time(on_kept, began)
+        took += fresh_probe.time(
+            lambda: daemon.exchange(port, "GET", "/healthz", timeout=60).status, began
+        )
+        ready.set()
+        stop.wait(max(0.0, 0.1 - took))
+    done.set()
+    sampler.join()
+    kept.close()
+    results.put({"peak_kib": peak, **fresh_probe.summary(), "kept": kept_probe.summary()})
+
+
+class Monitor:
+    """:func:`_watch` in a process of its own, from start to :meth:`finish`."""
+
+    def __init__(self, gateway: daemon.Daemon) -> None:
+        context = multiprocessing.get_context("spawn")
+        ready, self._stop, self._results = context.Event(), context.Event(), context.Queue()
+        self._process = context.Process(
+            target=_watch,
+            args=(gateway.process.pid, gateway.port, ready, self._stop, self._results),
+            daemon=True,
+        )
+        self._process.start()
+        # Its first sample is taken before the storm starts.
+        if not ready.wait(60):
+            sys.exit("the monitor did not start")
+
+    def finish(self) -> dict[str, Any]:
+        self._stop.set()
+        found: dict[str, Any] = self._results.get(timeout=120)
+        self._process.join(30)
+        return found
+
+
+def full_log(gateway: daemon.Daemon) -> str:
+    """The gateway's log with the parts twistd rotated away (every 1 MB)."""
+    rotated = sorted(
+        gateway.log_path.parent.glob(gateway.log_path.name + ".*"),
+        key=lambda path: -int(path.suffix[1:]),
+    )
+    return "".join(path.read_text(errors="replace") for path in rotated) + gateway.log()
+
+
+def status_of(answer: Any) -> str:
+    """An answer's code and, for a refusal, its reason; or the error."""
+    if isinstance(answer, BaseException):
+        return type(answer).__name__
+    reason = ""
+    if answer.status >= 400:
+        try:
+            reason = str(answer.json().get("reason", ""))
+        except ValueError:
+            reason = ""
+    return f"{answer.status} {reason}".strip()
+
+
+class Honest(threading.Thread):
+    """A valid push from the project, with its token, every 0.5 s; the
+    answers by code and by :attr:`phase` when each push was sent."""
+
+    def __init__(self, gateway: daemon.Daemon) -> None:
         super().__init__(daemon=True)
-        self.pid, self.peak, self.running = pid, 0, True
+        self.gateway, self.phase = gateway, ""
+        self.told: collections.Counter[str] = collections.Counter()
+        self.took: list[float] = []
+        self._done = threading.Event()
+        self._n = random.randrange(10**8)  # noqa: S311 (distinct pushes, not secrets)
 
     def run(self) -> None:
-        while self.running:
-            self.peak = max(self.peak, rss_kib(self.pid))
-            time.sleep(0.02)
+        while not self._done.is_set():
+            started, phase = time.monotonic(), self.phase
+            self._n += 1
+            try:
+                answer: Any = self.gateway.post(GOOD, fresh(DOCKERHUB, self._n), BEARER, timeout=60)
+            except OSError as e:
+                answer = e
+            took = time.monotonic() - started
+            self.took.append(took)
+            self.told[f"{phase}{status_of(answer)}"] += 1
+            self._done.wait(max(0.0, 0.5 - took))
+
+    def finish(self) -> None:
+        self._done.set()
+        self.join(90)
+
+    def timing(self) -> str:
+        """The median and slowest answer, and how many took over 10 s."""
+        took = sorted(self.took) or [0.0]
+        slow = sum(t > 10 for t in took)
+        return f"median {took[len(took) // 2]:.2f} s, slowest {took[-1]:.2f} s, {slow} over 10 s"
+
+
+@attr.s(auto_attribs=True)
+class World:
+    """The plane, the namespace with its project, and where things go."""
+
+    core: Any
+    namespace: str
+    server: str
+    kubeconfig: Path
+    tmp: Path
+
+    def gateway(
+        self, settings: dict[str, dict[str, object]], kubeconfig: Path | None = None
+    ) -> daemon.Daemon:
+        """A fresh gateway with the shipped ini, a spool of its own, and ``settings``."""
+        spool = self.tmp / f"spool-{uuid.uuid4().hex[:8]}.sqlite"
+        sections: dict[str, dict[str, object]] = {"spool": {"path": spool}, **settings}
+        return daemon.start(
+            self.tmp,
+            self.namespace,
+            kubeconfig or self.kubeconfig,
+            sections,
+            base=daemon.shipped_settings(),
+        )
+
+
+@attr.s(auto_attribs=True)
+class Result:
+    storm: str
+    honest: collections.Counter[str]
+    timing: str
+    watched: dict[str, Any]
+    load: tuple[float, float]
+    alive: bool
+
+    @property
+    def peak_mib(self) -> float:
+        return float(self.watched["peak_kib"]) / 1024
+
+    @property
+    def within(self) -> bool:
+        return self.alive and self.peak_mib < LIMIT_MIB and self.watched["worst"] < HEALTHZ_LIMIT
+
+
+def run(
+    name: str,
+    gateway: daemon.Daemon,
+    storm: Callable[[Honest], None],
+    stop: Callable[[], None] = lambda: None,
+    exits: bool = False,
+) -> Result:
+    """``storm`` against ``gateway`` with the monitor and the honest sender
+    running throughout; ``stop`` after them, then the gateway is stopped.
+
+    :param exits: the storm ends the gateway; it must have exited 0.
+    """
+    print(f"\n== {name} ==  load average {os.getloadavg()[0]:.2f}", flush=True)
+    time.sleep(1)
+    idle = rss_kib(gateway.process.pid)
+    monitor = Monitor(gateway)
+    honest = Honest(gateway)
+    load_before, overflows = os.getloadavg()[0], listen_overflows()
+    honest.start()
+    try:
+        storm(honest)
+        honest.finish()
+        watched = monitor.finish()
+        alive = gateway.process.poll() == 0 if exits else gateway.alive()
+        after = rss_kib(gateway.process.pid)
+    finally:
+        try:
+            stop()
+        finally:
+            gateway.stop()
+    load = (load_before, os.getloadavg()[0])
+    overflows = listen_overflows() - overflows
+    result = Result(name, honest.told, honest.timing(), watched, load, alive)
+    print(
+        f"  gateway RSS: idle {idle / 1024:.1f} MiB, peak {result.peak_mib:.1f} MiB,"
+        f" after {after / 1024:.1f} MiB; connections dropped at a full listen backlog"
+        f" (the machine's): {overflows}"
+    )
+    for name, probe in (("a new connection", watched), ("a kept connection", watched["kept"])):
+        print(
+            f"  /healthz on {name}: {probe['samples']} samples ({probe['told']}), slowest"
+            f" {probe['worst'] * 1000:.0f} ms {probe['worst_at']:.0f} s into the storm,"
+            f" {probe['over_half']} over 0.5 s, {probe['over_limit']} over 1 s"
+        )
+    print(f"  honest pushes: {dict(honest.told)} ({result.timing})")
+    print(f"  gateway {'exited 0' if exits else 'alive'}: {alive}", flush=True)
+    return result
+
+
+# ``connections``: the storm of issue 12.
 
 
 def hostile(port: int, n: int, size: int, mode: str) -> list[socket.socket]:
@@ -120,28 +381,32 @@ def hostile(port: int, n: int, size: int, mode: str) -> list[socket.socket]:
         if mode == "unknown":
             path, extra = f"/events/webhook/nobody-{i}/app", ""
         else:
-            path, extra = GOOD, f"X-Hub-Signature-256: sha256={'0' * 64}\r\n"
+            path, extra = GOOD, SIGNED
         head = (
             f"POST {path} HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
             f"{extra}Content-Length: {len(body)}\r\n\r\n"
         ).encode()
-        s = socket.socket()
-        s.setblocking(False)
-        try:
-            s.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
-        sockets.append(s)
-        pending = head + body
-        deadline = time.monotonic() + 0.05
-        while pending and time.monotonic() < deadline:
-            try:
-                pending = pending[s.send(pending) :]
-            except (BlockingIOError, InterruptedError):
-                time.sleep(0.001)
-            except OSError:
-                break
+        sockets.append(_send_some(port, head + body))
     return sockets
+
+
+def _send_some(port: int, data: bytes) -> socket.socket:
+    """A new connection sending what it can of ``data`` within 50 ms."""
+    s = socket.socket()
+    s.setblocking(False)
+    try:
+        s.connect(("127.0.0.1", port))
+    except BlockingIOError:
+        pass
+    deadline = time.monotonic() + 0.05
+    while data and time.monotonic() < deadline:
+        try:
+            data = data[s.send(data) :]
+        except (BlockingIOError, InterruptedError):
+            time.sleep(0.001)
+        except OSError:
+            break
+    return s
 
 
 def answers(sockets: list[socket.socket]) -> collections.Counter[str]:
@@ -174,47 +439,36 @@ def answers(sockets: list[socket.socket]) -> collections.Counter[str]:
     return told
 
 
-def storm(gateway: daemon.Daemon, n: int, size: int, mode: str) -> None:
-    pid = gateway.process.pid
-    time.sleep(1)
-    idle = rss_kib(pid)
-    sampler = Sampler(pid)
-    sampler.start()
-    started = time.monotonic()
-    sockets = hostile(gateway.port, n, size, mode)
-    opened = time.monotonic() - started
-    time.sleep(2)
-    honest_started = time.monotonic()
-    honest = gateway.post(
-        GOOD,
-        DOCKERHUB.replace(b"1417566161", str(int(time.time())).encode()),
-        {"Authorization": f"Bearer {TOKEN}"},
-    )
-    honest_took = time.monotonic() - honest_started
-    told = answers(sockets)
-    at_peak = sampler.peak
-    for s in sockets:
-        s.close()
-    time.sleep(3)
-    sampler.running = False
-    after = rss_kib(pid)
-    print(f"\n[{mode}] {n} connections, {size}-byte bodies, opened in {opened:.1f} s")
-    print("  hostile connections were told:")
+def show(title: str, told: collections.Counter[str]) -> None:
+    print(f"  {title}:")
     for answer, count in told.most_common():
-        print(f"    {count:5d}  {answer}")
-    print(
-        f"  an honest webhook meanwhile: {honest.status} in {honest_took * 1000:.0f} ms"
-        f" ({honest.body.decode().strip()[:80]})"
-    )
-    print(
-        f"  gateway RSS: idle {idle / 1024:.1f} MiB, peak {at_peak / 1024:.1f} MiB, "
-        f"after {after / 1024:.1f} MiB"
-    )
+        print(f"    {count:6d}  {answer}")
+
+
+def connections(world: World, args: argparse.Namespace) -> Result:
+    gateway = world.gateway({})
+
+    def storm(honest: Honest) -> None:
+        for mode in ("unknown", "signed"):
+            honest.phase = f"{mode}: "
+            started = time.monotonic()
+            sockets = hostile(gateway.port, args.connections, args.body, mode)
+            opened = time.monotonic() - started
+            time.sleep(2)
+            told = answers(sockets)
+            for s in sockets:
+                s.close()
+            print(f"  [{mode}] {args.connections} connections, opened in {opened:.1f} s")
+            show("hostile connections were told", told)
+            time.sleep(3)
+        honest.phase = "deliveries: "
+        deliveries(gateway, 256 * 1024)
+
+    return run("connections", gateway, storm)
 
 
 def deliveries(gateway: daemon.Daemon, max_body: int) -> None:
     """The issue's hostile deliveries, and the builds each made."""
-    bearer = {"Authorization": f"Bearer {TOKEN}"}
     quay = json.loads(QUAY)
     quay["updated_tags"] = ["v1"] * 1000
     event = {
@@ -229,333 +483,361 @@ def deliveries(gateway: daemon.Daemon, max_body: int) -> None:
     many = {"events": [event] * count}
     distinct = json.loads(QUAY)
     distinct["updated_tags"] = [f"v{n}" for n in range(1000)]
-    print()
     for name, body in (
         ("Quay, one tag 1,000 times", quay),
         (f"Distribution, {count:,} identical events", many),
         ("Quay, 1,000 distinct tags", distinct),
     ):
         raw = json.dumps(body).encode()
-        answer = gateway.post(GOOD, raw, bearer)
+        answer = gateway.post(GOOD, raw, BEARER)
         built = len(answer.json().get("builds", [])) if answer.status == 200 else 0
         print(f"  {name} ({len(raw):,} bytes): {answer.status}, {built} builds")
 
 
-class Liveness(threading.Thread):
-    """Asks ``/healthz`` every 100 ms; keeps the slowest answer and the failures."""
-
-    def __init__(self, port: int) -> None:
-        super().__init__(daemon=True)
-        self.port, self.slowest, self.failed, self.asked, self.running = port, 0.0, 0, 0, True
-
-    def run(self) -> None:
-        while self.running:
-            started = time.monotonic()
-            try:
-                ok = daemon.exchange(self.port, "GET", "/healthz", timeout=10).status == 200
-            except OSError:
-                ok = False
-            self.slowest = max(self.slowest, time.monotonic() - started)
-            self.asked += 1
-            self.failed += not ok
-            time.sleep(0.1)
+# ``registry``: a listed registry that misbehaves.
 
 
-@attr.s(auto_attribs=True)
-class World:
-    """The plane, a namespace with the project bench/app, and a scratch directory."""
-
-    plane: Plane
-    core: Any
-    namespace: str
-    tmp: Path
-    kubeconfig: Path
-
-    def gateway(self, settings: dict[str, dict[str, object]]) -> daemon.Daemon:
-        """A gateway with the shipped defaults, ``settings`` over them."""
-        base: dict[str, dict[str, object]] = {
-            "server": {"read_timeout": 30},
-            "kubernetes": {"threads": 8, "request_timeout": 10},
-        }
-        for section, values in settings.items():
-            base.setdefault(section, {}).update(values)
-        kubeconfig = Path(str(base["kubernetes"].pop("kubeconfig", self.kubeconfig)))
-        return daemon.start(self.tmp, self.namespace, kubeconfig, base)
+def push(host: str, repositories: list[str]) -> bytes:
+    """A Distribution envelope pushing ``host/<repository>:v1`` for each,
+    without digests, so the gateway asks the registry about every one."""
+    events = [json.loads(push_event(host, repository))["events"][0] for repository in repositories]
+    return json.dumps({"events": events}).encode()
 
 
-@contextlib.contextmanager
-def watched(gateway: daemon.Daemon, name: str) -> Iterator[None]:
-    """Measure RSS and /healthz around a storm, and print them."""
-    pid = gateway.process.pid
-    idle = rss_kib(pid)
-    sampler, liveness = Sampler(pid), Liveness(gateway.port)
-    sampler.start()
-    liveness.start()
-    try:
-        yield
-    finally:
-        time.sleep(2)
-        sampler.running = liveness.running = False
-        liveness.join(15)
-        after = rss_kib(pid) if gateway.alive() else 0
-        print(
-            f"  [{name}] gateway RSS: idle {idle / 1024:.1f} MiB, peak {sampler.peak / 1024:.1f}"
-            f" MiB, after {after / 1024:.1f} MiB; /healthz asked {liveness.asked} times, "
-            f"slowest {liveness.slowest * 1000:.0f} ms, {liveness.failed} failed"
+# The hostile registry in a process of its own, so that the 3 MB indexes it
+# makes take neither this process's GIL (the storm's clients) nor its CPU time.
+SERVE = """
+import sys, time
+from devtools.hostile_registry import HostileRegistry
+registry = HostileRegistry(delay=float(sys.argv[1]))
+print(registry.url, registry.realm, flush=True)
+time.sleep(3600)
+"""
+
+
+class Registry:
+    """:class:`devtools.hostile_registry.HostileRegistry` (15,000 platforms,
+    a 480 KB folded challenge, ``slow`` requests held ``delay`` seconds) in
+    a process of its own, its errors to ``log``."""
+
+    def __init__(self, log: Path, delay: float = 60.0) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", SERVE, str(delay)],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            stdout=subprocess.PIPE,
+            # Its handlers print every connection the gateway drops; kept apart.
+            stderr=log.open("ab"),
         )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().decode().split()
+        if len(line) != 2:
+            self.process.kill()
+            sys.exit(f"the hostile registry did not start: {line!r}")
+        self.url, self.realm = line
+        self.address = self.url.removeprefix("http://")
+
+    def settings(self) -> dict[str, object]:
+        """``[registry]`` listing it, and the host of its token realm."""
+        return {
+            "hosts": f"{self.address} {self.realm.split('/')[2]}",
+            "endpoints": f"{self.address}={self.url}",
+        }
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
 
 
-def in_parallel(n: int, work: Callable[[int], object]) -> collections.Counter[str]:
-    """``work(0..n-1)`` on ``n`` threads; what each returned, counted."""
+def registry(world: World, args: argparse.Namespace) -> Result:
+    hostile = Registry(world.tmp / "hostile-registry.log")
+    address = hostile.address
+    gateway = world.gateway(
+        {"gateway": {"annotate_payload": "true"}, "registry": hostile.settings()}
+    )
+    run_id = uuid.uuid4().hex[:6]
+    told: collections.Counter[str] = collections.Counter()
+    honest: Honest | None = None
+    lock = threading.Lock()
+    numbers = iter(range(args.pushes))
+    deadline = time.monotonic() + args.seconds
+
+    def sender() -> None:
+        while time.monotonic() < deadline:
+            with lock:
+                n = next(numbers, None)
+            if n is None:
+                return
+            names = [f"wide/{run_id}-{n}-{k}" for k in range(args.repositories - 1)]
+            body = push(address, [*names, f"folded/{run_id}-{n}"])
+            try:
+                answer: Any = gateway.post(
+                    GOOD, body, {**BEARER, "Content-Type": DISTRIBUTION}, timeout=60
+                )
+            except OSError as e:
+                answer = e
+            key = status_of(answer)
+            if getattr(answer, "status", 0) == 200:
+                key += f" ({len(answer.json().get('builds', []))} builds)"
+            with lock:
+                told[key] += 1
+                if honest is not None:
+                    honest.told[f"storm's pushes: {key}"] += 1
+
+    def storm(honest_: Honest) -> None:
+        nonlocal honest
+        honest = honest_
+        senders = [threading.Thread(target=sender) for _ in range(args.senders)]
+        for s in senders:
+            s.start()
+        for s in senders:
+            s.join()
+        print(
+            f"  {sum(told.values())} pushes of {args.repositories} images each"
+            f" ({args.repositories - 1} indexes of 15,000 platforms, 1 folded challenge),"
+            f" {args.senders} at a time"
+        )
+        show("the hostile pushes were told", told)
+        pattern = rf"lookup for {re.escape(address)}/(\w+)/\S* gave nothing \((\w+)\)"
+        reasons = collections.Counter(
+            f"{m[1]}: {m[2]}" for m in re.finditer(pattern, full_log(gateway))
+        )
+        wide = sum(told.values()) * (args.repositories - 1)
+        found = wide - sum(n for kind, n in reasons.items() if kind.startswith("wide:"))
+        print(f"  hostile lookups that gave nothing, by kind and reason: {dict(reasons)}")
+        print(f"  indexes of 15,000 platforms found: {found} of {wide}")
+
+    def stop() -> None:
+        # What one of the builds carries: the platforms cut, the cut marked.
+        answer = gateway.post(GOOD, push(address, [f"wide/{run_id}-0-0"]), BEARER)
+        if answer.status == 200:
+            name = answer.json()["builds"][0]
+            data = world.core.read_namespaced_secret(name, world.namespace).data
+            title = base64.b64decode(data["long_title"]).decode()
+            payload = len(base64.b64decode(data["payload"]))
+            print(f"  a build's long_title: {len(title):,} characters, ...{title[-60:]!r};")
+            print(f"  its annotated payload: {payload:,} bytes")
+        hostile.stop()
+
+    return run("registry", gateway, storm, stop)
+
+
+# ``flood``: unknown projects, then an outage.
+
+
+def flood(world: World, args: argparse.Namespace) -> Result:
+    proxy = Proxy(world.server)
+    kubeconfig = proxied_kubeconfig(
+        world.kubeconfig, world.server, proxy, world.tmp / f"proxied-{uuid.uuid4().hex[:6]}"
+    )
+    gateway = world.gateway({}, kubeconfig)
+    warm = gateway.post(GOOD, fresh(DOCKERHUB, random.randrange(10**8)), BEARER)  # noqa: S311
+    print(f"  the project read before the flood: {status_of(warm)}")
     told: collections.Counter[str] = collections.Counter()
     lock = threading.Lock()
+    sent = [0]
 
-    def one(i: int) -> None:
-        try:
-            result = str(work(i))
-        except OSError as e:
-            result = f"error {type(e).__name__}"
-        with lock:
-            told[result] += 1
+    def flooder(until: float, limit: int) -> None:
+        while time.monotonic() < until:
+            with lock:
+                if sent[0] >= limit:
+                    return
+                sent[0] += 1
+            path = f"/events/webhook/{uuid.uuid4().hex[:12]}/{uuid.uuid4().hex[:8]}"
+            try:
+                answer: Any = gateway.post(path, DOCKERHUB, WRONG, timeout=60)
+            except OSError as e:
+                answer = e
+            with lock:
+                told[status_of(answer)] += 1
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return told
+    def wave(threads: int, seconds: float, limit: int) -> float:
+        started = time.monotonic()
+        workers = [
+            threading.Thread(target=flooder, args=(started + seconds, limit))
+            for _ in range(threads)
+        ]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return time.monotonic() - started
 
-
-def registry_storm(world: World, pushes: int = 200) -> None:
-    registry = HostileRegistry(platforms=15_000)
-    gateway = world.gateway(
-        {
-            "gateway": {"annotate_payload": "true"},
-            "registry": {
-                "hosts": registry.address,
-                "endpoints": f"{registry.address}={registry.url}",
-            },
-        }
-    )
-    bearer = {"Authorization": f"Bearer {TOKEN}"}
-    print(f"\n[registry] {pushes} pushes of 15,000-platform indexes, 8 at a time; 20 folded")
-    try:
-        with watched(gateway, "registry"):
-            started = time.monotonic()
-            wide: collections.Counter[str] = collections.Counter()
-            for batch in range(0, pushes, 8):
-
-                def one(i: int, batch: int = batch) -> int:
-                    body = push_event(registry.address, f"wide/r{batch + i}")
-                    return gateway.post(GOOD, body, bearer).status
-
-                wide += in_parallel(min(8, pushes - batch), one)
-            took = time.monotonic() - started
-            folded = in_parallel(
-                20,
-                lambda i: (
-                    gateway.post(GOOD, push_event(registry.address, f"folded/r{i}"), bearer).status
-                ),
-            )
-        answer = gateway.post(GOOD, push_event(registry.address, "wide/r0"), bearer)
-        name = answer.json()["builds"][0]
-        secret = world.core.read_namespaced_secret(name, world.namespace)
-        title = base64.b64decode(secret.data["long_title"]).decode()
-        payload = len(base64.b64decode(secret.data["payload"]))
-        print(f"  wide pushes: {dict(wide)} in {took:.1f} s; folded: {dict(folded)}")
-        print(f"  a build's long_title: {len(title):,} characters; its payload {payload:,} bytes")
-        print(f"  ...{title[-90:]}")
-    finally:
-        gateway.stop()
-        registry.stop()
-
-
-def outage_storm(world: World, seconds: float = 20.0) -> None:
-    server = world.plane.admin_api().configuration.host
-    proxy = Proxy(server)
-    kubeconfig = proxied_kubeconfig(
-        world.kubeconfig, server, proxy, world.tmp / "outage.kubeconfig"
-    )
-    gateway = world.gateway(
-        {"kubernetes": {"kubeconfig": kubeconfig}, "spool": {"path": world.tmp / "spool.db"}}
-    )
-    bearer = {"Authorization": f"Bearer {TOKEN}"}
-    print(f"\n[outage] API server hanging; 64 senders of made-up projects for {seconds:g} s")
-    try:
-        assert gateway.post(GOOD, fresh(DOCKERHUB, 1), bearer).status == 200
-        proxy.set(HANG)
-        stop = time.monotonic() + seconds
-        honest: list[tuple[int, float]] = []
-
-        def flood(i: int) -> str:
-            told: collections.Counter[int] = collections.Counter()
-            n = 0
-            while time.monotonic() < stop:
-                n += 1
-                path = f"/events/webhook/flood-{i}-{n}/app"
-                told[gateway.post(path, DOCKERHUB, {"Authorization": "Bearer x"}).status] += 1
-            return " ".join(f"{code}x{count}" for code, count in sorted(told.items()))
-
-        def honest_sender() -> None:
-            n = 10
-            while time.monotonic() < stop:
-                n += 1
-                started = time.monotonic()
-                status = gateway.post(GOOD, fresh(DOCKERHUB, n), bearer, timeout=60).status
-                honest.append((status, time.monotonic() - started))
-                time.sleep(1)
-
-        with watched(gateway, "outage"):
-            sender = threading.Thread(target=honest_sender)
-            sender.start()
-            flooded = in_parallel(64, flood)
-            sender.join()
-        codes = collections.Counter(code for code, _ in honest)
-        slowest = max((took for _, took in honest), default=0.0)
-        totals: collections.Counter[str] = collections.Counter()
-        for line, count in flooded.items():
-            for part in line.split():
-                code, _, n = part.partition("x")
-                totals[code] += int(n) * count
-        print(f"  made-up projects were told: {dict(totals)}")
-        print(f"  honest pushes: {dict(codes)}, slowest {slowest:.1f} s")
-    finally:
+    def storm(honest: Honest) -> None:
+        honest.phase = "before the cut: "
+        took = wave(32, args.seconds, args.flood)
+        print(f"  {sent[0]} pushes to made-up projects, wrong bearer, in {took:.0f} s")
+        show("they were told", told)
+        told.clear()
+        proxy.set(args.mode)
+        honest.phase = f"API server {args.mode}: "
+        print(f"  API server {args.mode} for {args.outage:g} s; 64 senders go on flooding")
+        before = sent[0]
+        wave(64, args.outage, 10**9)
+        print(f"  {sent[0] - before} pushes to made-up projects during the outage")
+        show("they were told", told)
         proxy.set(FORWARD)
-        gateway.stop()
-        proxy.close()
-
-
-def bodiless_storm(world: World, n: int = 64) -> None:
-    gateway = world.gateway({})
-    head = (
-        f"POST {GOOD} HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
-        f"X-Hub-Signature-256: sha256={'0' * 64}\r\nContent-Length: {256 * 1024}\r\n\r\n"
-    ).encode()
-    print(f"\n[bodiless] {n} connections declaring 256 KiB, signed, sending nothing")
-    sockets = []
-    try:
-        with watched(gateway, "bodiless"):
-            for _ in range(n):
-                s = socket.create_connection(("127.0.0.1", gateway.port))
-                s.sendall(head)
-                sockets.append(s)
+        honest.phase = "API server back: "
+        spooled = full_log(gateway).count("queued build ")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            drained = full_log(gateway).count("drained spooled build")
+            if drained >= spooled:
+                break
             time.sleep(1)
-            started = time.monotonic()
-            answer = gateway.post(GOOD, fresh(DOCKERHUB, 2), {"Authorization": f"Bearer {TOKEN}"})
-            took = time.monotonic() - started
-        print(f"  an honest push meanwhile: {answer.status} in {took * 1000:.0f} ms")
-    finally:
+        print(f"  builds queued in the spool: {spooled}; drained once it was back: {drained}")
+
+    return run("flood", gateway, storm, lambda: proxy.close())
+
+
+# ``bodiless``: declared lengths never sent.
+
+
+def bodiless(world: World, args: argparse.Namespace) -> Result:
+    gateway = world.gateway({})
+
+    def storm(honest: Honest) -> None:
+        head = (
+            f"POST {GOOD} HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+            f"{SIGNED}Content-Length: 262144\r\n\r\n"
+        ).encode()
+        honest.phase = "while held: "
+        sockets = [_send_some(gateway.port, head) for _ in range(args.bodiless)]
+        print(
+            f"  {len(sockets)} connections declaring 262,144 bytes with a signature,"
+            f" none sent, held {args.hold:g} s"
+        )
+        time.sleep(args.hold)
+        show("they were told", answers(sockets))
         for s in sockets:
             s.close()
-        gateway.stop()
+        honest.phase = "after: "
+        time.sleep(2)
+
+    return run("bodiless", gateway, storm)
 
 
-def sigterm_storm(world: World, n: int = 64) -> None:
-    server = world.plane.admin_api().configuration.host
-    proxy = Proxy(server)
-    kubeconfig = proxied_kubeconfig(world.kubeconfig, server, proxy, world.tmp / "term.kubeconfig")
-    registry = HostileRegistry(delay=120)
-    gateway = world.gateway(
-        {
-            "kubernetes": {"kubeconfig": kubeconfig},
-            "registry": {
-                "hosts": registry.address,
-                "endpoints": f"{registry.address}={registry.url}",
-            },
-            "spool": {"path": world.tmp / "term-spool.db"},
-        }
+# ``sigterm``: the deadlock of issue 17.
+
+
+def sigterm(world: World, args: argparse.Namespace) -> Result:
+    proxy = Proxy(world.server)
+    kubeconfig = proxied_kubeconfig(
+        world.kubeconfig, world.server, proxy, world.tmp / f"proxied-{uuid.uuid4().hex[:6]}"
     )
-    bearer = {"Authorization": f"Bearer {TOKEN}"}
-    print(f"\n[sigterm] lookups held, API server hanging, {n} pushes, then SIGTERM")
-    try:
-        assert gateway.post(GOOD, fresh(DOCKERHUB, 3), bearer).status == 200
+    slow = Registry(world.tmp / "slow-registry.log", delay=120)
+    gateway = world.gateway({"registry": slow.settings()}, kubeconfig)
+    warm = gateway.post(GOOD, fresh(DOCKERHUB, random.randrange(10**8)), BEARER)  # noqa: S311
+    print(f"  the project read first: {status_of(warm)}")
+    run_id = uuid.uuid4().hex[:6]
+
+    def storm(honest: Honest) -> None:
+        # The 64 pushes are this storm's valid pushes; no other sender.
+        honest.finish()
         proxy.set(HANG)
-        told: collections.Counter[str] = collections.Counter()
         lock = threading.Lock()
 
         def send(i: int) -> None:
             try:
-                body = push_event(registry.address, f"slow/r{i}")
-                result = str(gateway.post(GOOD, body, bearer, timeout=120).status)
+                body = push(slow.address, [f"slow/{run_id}-{i}"])
+                answer: Any = gateway.post(GOOD, body, BEARER, timeout=120)
             except OSError as e:
-                result = f"no answer ({type(e).__name__})"
+                answer = e
             with lock:
-                told[result] += 1
+                honest.told[f"pushes at SIGTERM: {status_of(answer)}"] += 1
 
-        senders = [threading.Thread(target=send, args=(i,)) for i in range(n)]
+        senders = [threading.Thread(target=send, args=(i,)) for i in range(64)]
         for sender in senders:
             sender.start()
-        time.sleep(3)
+        # Every push is in flight (its lookup held by the registry) or queued.
+        until(
+            lambda: gateway.metric("brigade_crgw_webhooks_in_flight") >= 48,
+            "48 webhooks in flight",
+            60,
+        )
         started = time.monotonic()
         gateway.process.send_signal(signal.SIGTERM)
         try:
             code: object = gateway.process.wait(120)
         except subprocess.TimeoutExpired:
-            code = "still running after 120 s"
+            code = "none: still running 120 s after SIGTERM"
         took = time.monotonic() - started
         for sender in senders:
-            sender.join(10)
-        print(f"  exit {code} {took:.1f} s after SIGTERM; senders were told {dict(told)}")
-    finally:
-        gateway.stop()
+            sender.join(30)
+        honest.told[f"exit {code}, {took:.1f} s after SIGTERM"] += 1
+        print(f"  64 pushes, lookups held, API server hanging: exit {code} {took:.1f} s after")
+
+    def stop() -> None:
         proxy.close()
-        registry.stop()
+        slow.stop()
+
+    return run("sigterm", gateway, storm, stop, exits=True)
 
 
-STORMS: dict[str, Callable[[World], None]] = {
-    "registry": registry_storm,
-    "outage": outage_storm,
-    "bodiless": bodiless_storm,
-    "sigterm": sigterm_storm,
-}
+def table(results: list[Result], commit: str) -> None:
+    print(f"\ncommit {commit}, {os.cpu_count()} cores")
+    for r in results:
+        print(
+            f"{r.storm:<12} peak RSS {r.peak_mib:.1f} MiB, slowest /healthz"
+            f" {r.watched['worst']:.2f} s new connection ({r.watched['over_limit']} of"
+            f" {r.watched['samples']} over 1 s), {r.watched['kept']['worst']:.2f} s kept"
+            f" connection, load {r.load[0]:.1f}-{r.load[1]:.1f}"
+            f"{'' if r.within else '  OVER'}"
+        )
+        for answer, n in sorted(r.honest.items()):
+            print(f"{'':12} {n:5d}  {answer}")
+        print(f"{'':12} honest pushes: {r.timing}")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--connections", type=int, default=2000)
-    parser.add_argument("--body", type=int, default=100_000)
-    parser.add_argument("--modes", default="unknown,signed,registry,outage,bodiless,sigterm")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--storm", default="all", help="all, or some of " + ",".join(STORMS))
+    parser.add_argument("--connections", type=int, default=2000, help="connections storm")
+    parser.add_argument("--body", type=int, default=100_000, help="connections storm")
+    parser.add_argument("--pushes", type=int, default=200, help="registry storm")
+    parser.add_argument("--repositories", type=int, default=3, help="registry: images a push")
+    parser.add_argument("--senders", type=int, default=8, help="registry: pushes at a time")
+    parser.add_argument("--flood", type=int, default=5000, help="flood: unknown projects first")
+    parser.add_argument("--mode", choices=[REFUSE, HANG], default=REFUSE, help="flood's outage")
+    parser.add_argument("--outage", type=float, default=30.0, help="flood: seconds")
+    parser.add_argument("--bodiless", type=int, default=200, help="bodiless: connections")
+    parser.add_argument("--hold", type=float, default=40.0, help="bodiless: seconds")
+    parser.add_argument("--seconds", type=float, default=120.0, help="bound of a storm's sending")
     args = parser.parse_args()
-    open_files(args.connections + 200)
+    storms = STORMS if args.storm == "all" else tuple(args.storm.split(","))
+    if unknown := set(storms) - set(STORMS):
+        parser.error(f"no such storm: {', '.join(sorted(unknown))}")
+    open_files(max(args.connections, args.bodiless) + 500)
 
     cp = Plane()
     cp.up()
-    core = client.CoreV1Api(cp.admin_api())
+    api = cp.admin_api()
+    core = client.CoreV1Api(api)
     ns = f"hostile-{uuid.uuid4().hex[:8]}"
     core.create_namespace({"metadata": {"name": ns}})  # type: ignore[arg-type]
     core.create_namespaced_secret(ns, project_secret("bench/app"))  # type: ignore[arg-type]
     tmp = Path(tempfile.mkdtemp(prefix="brigade-crgw-hostile-"))
     kubeconfig = tmp / "gateway.kubeconfig"
     cp.gateway_identity(ns, kubeconfig, 3600)
-    # The shipped defaults, not the tests' small timeouts.
-    gateway = daemon.start(
-        tmp,
-        ns,
-        kubeconfig,
-        {"server": {"read_timeout": 30}, "kubernetes": {"threads": 8, "request_timeout": 10}},
-    )
-    soft = (
-        Path(f"/proc/{gateway.process.pid}/limits").read_text().split("Max open files")[1].split()
-    )
-    print(f"gateway open files limit: soft {soft[0]}, hard {soft[1]}")
-    modes = args.modes.split(",")
+    world = World(core, ns, api.configuration.host, kubeconfig, tmp)
+    chosen: dict[str, Callable[[World, argparse.Namespace], Result]] = {
+        "connections": connections,
+        "registry": registry,
+        "flood": flood,
+        "bodiless": bodiless,
+        "sigterm": sigterm,
+    }
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    results = []
     try:
-        for mode in modes:
-            if mode in ("unknown", "signed"):
-                storm(gateway, args.connections, args.body, mode)
-        deliveries(gateway, 256 * 1024)
-        alive = gateway.alive()
-    finally:
-        gateway.stop()
-    try:
-        world = World(cp, core, ns, tmp, kubeconfig)
-        for mode in modes:
-            if mode in STORMS:
-                STORMS[mode](world)
+        for name in storms:
+            results.append(chosen[name](world, args))
     finally:
         core.delete_namespace(ns)
-    print(f"\ngateway alive throughout: {alive}")
-    return 0 if alive else 1
+    table(results, commit)
+    return 0 if all(r.within for r in results) else 1
 
 
 if __name__ == "__main__":
