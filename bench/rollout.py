@@ -24,6 +24,7 @@ asserts no timing.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import subprocess
@@ -133,7 +134,18 @@ def install(prefix: str, values: dict[str, Any]) -> Installed:
     (tmp / "values.json").write_text(json.dumps(values))
     installed.run("helm", "install", RELEASE, str(CHART), "-n", ns,
                   "--values", str(tmp / "values.json"), "--wait", "--timeout", "5m")  # fmt: skip
+    # Ready pods are not yet a routed Service: kube-proxy writes its rules
+    # for a new Service on its next sync.
+    until(lambda: routed(*installed.service()), "the Service routed by kube-proxy", 60)
     return installed
+
+
+def routed(host: str, port: int) -> bool:
+    """Whether ``GET /healthz`` through the Service is answered 200."""
+    try:
+        return exchange(port, "GET", "/healthz", timeout=5, host=host).status == 200
+    except OSError:
+        return False
 
 
 def push(host: str, port: int, n: int) -> str:
@@ -149,7 +161,7 @@ def push(host: str, port: int, n: int) -> str:
             host=host,
         )
     except OSError as e:
-        return type(e).__name__
+        return type(e).__name__ + (f" ({errno.errorcode.get(e.errno, e.errno)})" if e.errno else "")
     return str(answer.status)
 
 
@@ -187,7 +199,10 @@ def main() -> int:
                 with lock:
                     n = next(counter)
                     pushes[n] = Push(SINGLE)
-                pushes[n].codes.append(push(host, port, n))
+                code = push(host, port, n)
+                pushes[n].codes.append(code)
+                if code != "200":
+                    note(f"push {n}: {code}")
                 time.sleep(max(0.0, interval - (time.monotonic() - started)))
 
         def two_ready() -> bool:

@@ -58,6 +58,14 @@ class Release:
         return service.spec.cluster_ip, service.spec.ports[0].port
 
 
+def answers(host: str, port: int) -> bool:
+    """Whether ``GET /healthz`` at ``host:port`` is answered 200."""
+    try:
+        return exchange(port, "GET", "/healthz", timeout=5, host=host).status == 200
+    except OSError:
+        return False
+
+
 def ready(pod: client.V1Pod) -> bool:
     conditions = pod.status.conditions or []
     return any(c.type == "Ready" and c.status == "True" for c in conditions)
@@ -107,6 +115,9 @@ def release(
     found = Release(namespace, plane, env)
     found.run("helm", "install", RELEASE, str(CHART), "-n", namespace, "--values", str(values),
               "--wait", "--timeout", "5m")  # fmt: skip
+    # Ready pods are not yet a routed Service: kube-proxy writes the new
+    # Service's rules on its next sync.
+    until(lambda: answers(*found.service_url()), "the Service routed by kube-proxy", 60)
     try:
         yield found
     finally:
