@@ -37,6 +37,9 @@ count, on loopback only:
     then SIGTERM: how long until the process exits, its exit code, and what
     every sender was told (there is no other honest sender in this one).
 
+``--backlog N`` makes every gateway listen with that backlog (the
+endpoint's ``backlog=``; Twisted's default is 50).
+
 Throughout each storm, an honest sender pushes a valid 1.3 KB Docker Hub
 webhook with the project's token every 0.5 s, and a monitor in a process of
 its own (so the storm's client threads cannot slow it) samples the
@@ -82,6 +85,7 @@ from devtools import gateway as daemon
 from devtools.hostile_registry import push_event
 from devtools.outage import FORWARD, HANG, REFUSE, Proxy, proxied_kubeconfig
 from devtools.plane import Plane
+from devtools.plane.processes import free_port
 from devtools.projects import TOKEN, fresh, project_secret
 from devtools.waiting import until
 
@@ -287,6 +291,9 @@ class World:
     server: str
     kubeconfig: Path
     tmp: Path
+    #: The listening socket's backlog (``listen = tcp:PORT:backlog=N``); 0:
+    #: the endpoint's default (Twisted's 50).
+    backlog: int = 0
 
     def gateway(
         self, settings: dict[str, dict[str, object]], kubeconfig: Path | None = None
@@ -294,12 +301,17 @@ class World:
         """A fresh gateway with the shipped ini, a spool of its own, and ``settings``."""
         spool = self.tmp / f"spool-{uuid.uuid4().hex[:8]}.sqlite"
         sections: dict[str, dict[str, object]] = {"spool": {"path": spool}, **settings}
+        port = free_port()
+        if self.backlog:
+            listen = f"tcp:{port}:interface=127.0.0.1:backlog={self.backlog}"
+            sections["server"] = {**sections.get("server", {}), "listen": listen}
         return daemon.start(
             self.tmp,
             self.namespace,
             kubeconfig or self.kubeconfig,
             sections,
             base=daemon.shipped_settings(),
+            port=port,
         )
 
 
@@ -802,6 +814,7 @@ def main() -> int:
     parser.add_argument("--outage", type=float, default=30.0, help="flood: seconds")
     parser.add_argument("--bodiless", type=int, default=200, help="bodiless: connections")
     parser.add_argument("--hold", type=float, default=40.0, help="bodiless: seconds")
+    parser.add_argument("--backlog", type=int, default=0, help="listen backlog (0: Twisted's 50)")
     parser.add_argument("--seconds", type=float, default=120.0, help="bound of a storm's sending")
     args = parser.parse_args()
     storms = STORMS if args.storm == "all" else tuple(args.storm.split(","))
@@ -819,7 +832,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="brigade-crgw-hostile-"))
     kubeconfig = tmp / "gateway.kubeconfig"
     cp.gateway_identity(ns, kubeconfig, 3600)
-    world = World(core, ns, api.configuration.host, kubeconfig, tmp)
+    world = World(core, ns, api.configuration.host, kubeconfig, tmp, args.backlog)
     chosen: dict[str, Callable[[World, argparse.Namespace], Result]] = {
         "connections": connections,
         "registry": registry,
