@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attr
+import pytest
 
 from brigade_crgw.brigade import Project, build_id, build_secret, project_id
 from brigade_crgw.events import ImageEvent
@@ -323,3 +324,16 @@ def wait_hung_up(ports: list[tuple[int, int]], timeout: float = 30.0) -> None:
 def ends(sender: socket.socket) -> tuple[int, int]:
     """The ports of a connection: the test's, the gateway's."""
     return sender.getsockname()[1], sender.getpeername()[1]
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """The ``brigade-crgw`` command run in this process: its exit code,
+    stdout and stderr."""
+    from brigade_crgw.cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

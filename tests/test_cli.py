@@ -12,23 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from brigade_crgw.cli import VERBS, main, parser
+from brigade_crgw.cli import VERBS, parser
 from brigade_crgw.delivery.auth import METHODS, Presented, matches, present
 from brigade_crgw.registries import NAMES, REGISTRIES, decode
 from devtools import ROOT
 
+from .helpers import run_cli
+
 BASE = "https://gw.example.com"
 URL = f"{BASE}/events/webhook/acme/app"
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """The command run in this process: its exit code, stdout and stderr."""
-    try:
-        code = main(list(argv))
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _paths(command: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list[list[str]]:
@@ -44,7 +36,7 @@ def _paths(command: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list
 @pytest.mark.parametrize("path", _paths(parser()), ids=lambda p: " ".join(p) or "top")
 def test_help_everywhere(capsys: pytest.CaptureFixture[str], path: list[str]) -> None:
     """Every verb and action answers --help with its usage, and exits 0."""
-    code, out, _ = run(capsys, *path, "--help")
+    code, out, _ = run_cli(capsys, *path, "--help")
     assert code == 0
     assert out.startswith(f"usage: brigade-crgw {' '.join(path)}".rstrip())
 
@@ -53,7 +45,7 @@ def test_help_everywhere(capsys: pytest.CaptureFixture[str], path: list[str]) ->
 def test_url_for_every_registry(capsys: pytest.CaptureFixture[str], name: str) -> None:
     """``url`` prints each registry's form with the URL and the token written
     in where that registry takes it, and no placeholder of its own left."""
-    code, out, _ = run(
+    code, out, _ = run_cli(
         capsys, "url", "acme/app", "--registry", name, "--base", BASE, "--token", "t0k"
     )
     assert code == 0, out
@@ -69,7 +61,7 @@ def test_url_for_every_registry(capsys: pytest.CaptureFixture[str], name: str) -
 
 def test_url_json_and_without_a_token(capsys: pytest.CaptureFixture[str]) -> None:
     """``url --json`` is one object; without --token, ``<token>`` stays for the operator."""
-    code, out, _ = run(
+    code, out, _ = run_cli(
         capsys, "url", "acme/app", "--registry", "acr", "--base", BASE + "/", "--json"
     )
     assert code == 0
@@ -81,7 +73,7 @@ def test_url_json_and_without_a_token(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_url_refuses_an_unknown_registry(capsys: pytest.CaptureFixture[str]) -> None:
     """An unknown registry name is a usage error that lists the known ones."""
-    code, _, err = run(capsys, "url", "acme/app", "--registry", "nope", "--base", BASE)
+    code, _, err = run_cli(capsys, "url", "acme/app", "--registry", "nope", "--base", BASE)
     assert code == 2 and "dockerhub" in err
 
 
@@ -140,7 +132,7 @@ def test_check_names_a_bad_ini_listen_and_kubeconfig(
     listen string and a missing kubeconfig, one line each, naming them."""
     ini = tmp_path / "gw.ini"
     ini.write_text("[server]\nlisten = tcp:7744\nlisen = tcp:1\n")
-    code, out, _ = run(capsys, "check", "--config", str(ini))
+    code, out, _ = run_cli(capsys, "check", "--config", str(ini))
     assert code == 1
     assert out.splitlines() == [
         f"FAILED   ini: {ini}: unknown key 'lisen' in [server]; known keys: "
@@ -149,7 +141,7 @@ def test_check_names_a_bad_ini_listen_and_kubeconfig(
     ]
     missing = tmp_path / "missing.kubeconfig"
     ini.write_text(f"[server]\nlisten = tcp:port\n[kubernetes]\nkubeconfig = {missing}\n")
-    code, out, _ = run(capsys, "check", "--config", str(ini), "--json")
+    code, out, _ = run_cli(capsys, "check", "--config", str(ini), "--json")
     assert code == 1
     failed = {c["check"]: c for c in json.loads(out)["checks"] if c["status"] == "FAILED"}
     assert set(failed) == {"listen", "kubeconfig"}, out

@@ -17,7 +17,6 @@ import yaml
 from kubernetes import client
 
 from brigade_crgw.brigade import project_id
-from brigade_crgw.cli import main
 from brigade_crgw.registries import NAMES
 from devtools import gateway as gateway_process
 from devtools.outage import FORWARD, REFUSE, Proxy, proxied_kubeconfig
@@ -30,20 +29,10 @@ from scripts.demo import demo_ini
 
 from . import registry as R
 from .conftest import Namespace
-from .helpers import DOCKERHUB, builds
+from .helpers import DOCKERHUB, builds, run_cli
 
 pytestmark = pytest.mark.integration
 _numbers = iter(range(1_000, 1_000_000))
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """The command run in this process: its exit code, stdout and stderr."""
-    try:
-        code = main(list(argv))
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def as_admin(namespace: Namespace) -> list[str]:
@@ -82,26 +71,28 @@ def test_token_add_twice_then_revoke_the_first(
 ) -> None:
     """A token from ``token add --json`` triggers a build; a second keeps
     both valid; revoking the first makes it a 401 while the second works."""
-    code, out, _ = run(capsys, "token", "add", "acme/app", "--json", *as_admin(namespace))
+    code, out, _ = run_cli(capsys, "token", "add", "acme/app", "--json", *as_admin(namespace))
     assert code == 0, out
     first = json.loads(out)
     assert first["project"] == "acme/app" and first["project_id"] == project_id("acme/app")
     assert len(first["token"]) >= 40
     assert wait_for_status(gateway, first["token"], 200) == 200
 
-    code, out, _ = run(
+    code, out, _ = run_cli(
         capsys, "token", "add", project_id("acme/app"), "--json", *as_admin(namespace)
     )
     second = json.loads(out)["token"]
     assert wait_for_status(gateway, second, 200) == 200
     assert push(gateway, first["token"]) == 200 and push(gateway, TOKEN) == 200
 
-    code, out, _ = run(capsys, "token", "list", "acme/app", *as_admin(namespace))
+    code, out, _ = run_cli(capsys, "token", "list", "acme/app", *as_admin(namespace))
     assert code == 0
     assert first["token"] not in out and second not in out and TOKEN not in out
     assert len(re.findall(r"^  [0-9a-f]{12}$", out, re.M)) == 3
 
-    code, out, _ = run(capsys, "token", "revoke", "acme/app", first["token"], *as_admin(namespace))
+    code, out, _ = run_cli(
+        capsys, "token", "revoke", "acme/app", first["token"], *as_admin(namespace)
+    )
     assert code == 0 and "2 token(s) left" in out, out
     assert first["token"] not in out
     assert wait_for_status(gateway, first["token"], 401) == 401
@@ -113,20 +104,20 @@ def test_token_revoke_by_fingerprint_and_unknown(
 ) -> None:
     """A token is revoked by its fingerprint; an unknown one changes nothing
     and says so without echoing what was typed."""
-    code, out, _ = run(capsys, "token", "add", "acme/app", "--json", *as_admin(namespace))
+    code, out, _ = run_cli(capsys, "token", "add", "acme/app", "--json", *as_admin(namespace))
     token = json.loads(out)["token"]
-    code, out, _ = run(capsys, "token", "list", "acme/app", "--json", *as_admin(namespace))
+    code, out, _ = run_cli(capsys, "token", "list", "acme/app", "--json", *as_admin(namespace))
     before = json.loads(out)["tokens"]
     for typed in ("not-a-token-at-all", "short"):
-        code, _, err = run(capsys, "token", "revoke", "acme/app", typed, *as_admin(namespace))
+        code, _, err = run_cli(capsys, "token", "revoke", "acme/app", typed, *as_admin(namespace))
         assert code == 1 and "no token or fingerprint (fingerprint " in err and typed not in err
     from brigade_crgw.cli.token import fingerprint
 
-    code, out, _ = run(
+    code, out, _ = run_cli(
         capsys, "token", "revoke", "acme/app", fingerprint(token), *as_admin(namespace)
     )
     assert code == 0, out
-    code, out, _ = run(capsys, "token", "list", "acme/app", "--json", *as_admin(namespace))
+    code, out, _ = run_cli(capsys, "token", "list", "acme/app", "--json", *as_admin(namespace))
     after = json.loads(out)["tokens"]
     assert after == [t for t in before if t["fingerprint"] != fingerprint(token)]
     assert len(after) == len(before) - 1
@@ -136,7 +127,7 @@ def test_token_for_a_missing_project(
     capsys: pytest.CaptureFixture[str], namespace: Namespace
 ) -> None:
     """A project that does not exist is one line naming it and the namespace."""
-    code, out, err = run(capsys, "token", "add", "acme/nothing", *as_admin(namespace))
+    code, out, err = run_cli(capsys, "token", "add", "acme/nothing", *as_admin(namespace))
     assert code == 1 and not out
     assert f"no project acme/nothing in namespace {namespace.name}" in err
 
@@ -150,7 +141,7 @@ def test_token_add_without_the_right_to_update(
     before = namespace.plane.core.read_namespaced_secret(
         project_id("acme/app"), namespace.name
     ).data
-    code, out, err = run(
+    code, out, err = run_cli(
         capsys,
         "token",
         "add",
@@ -193,7 +184,7 @@ def test_token_add_keeps_a_change_made_meanwhile(
         return replace(api, name, ns, body, **kwargs)
 
     monkeypatch.setattr(client.CoreV1Api, "replace_namespaced_secret", after_another_writer)
-    code, out, err = run(capsys, "token", "add", "acme/app", "--json", *as_admin(namespace))
+    code, out, err = run_cli(capsys, "token", "add", "acme/app", "--json", *as_admin(namespace))
     assert code == 0, err
     assert len(writes) == 2  # refused once, then written
     secret = namespace.plane.core.read_namespaced_secret(project_id("acme/app"), namespace.name)
@@ -210,7 +201,7 @@ def test_namespace_from_brigade_namespace(
     """Without --namespace, $BRIGADE_NAMESPACE chooses the namespace, over the context's."""
     monkeypatch.setenv("BRIGADE_NAMESPACE", namespace.name)
     kubeconfig = str(namespace.plane.admin_kubeconfig)
-    code, out, _ = run(capsys, "token", "list", "acme/app", "--kubeconfig", kubeconfig)
+    code, out, _ = run_cli(capsys, "token", "list", "acme/app", "--kubeconfig", kubeconfig)
     assert code == 0 and out.startswith("acme/app ("), out
 
 
@@ -234,11 +225,11 @@ def test_kubeconfig_and_namespace_found_as_kubectl_finds_them(
     kubeconfig.write_text(json.dumps(doc))
     monkeypatch.delenv("BRIGADE_NAMESPACE", raising=False)
     monkeypatch.setenv("KUBECONFIG", f"{tmp_path / 'absent.kubeconfig'}:{kubeconfig}")
-    code, out, err = run(capsys, "token", "list", "acme/app")
+    code, out, err = run_cli(capsys, "token", "list", "acme/app")
     assert code == 0 and out.startswith("acme/app ("), err
-    code, _, err = run(capsys, "token", "list", "acme/app", "--context", "elsewhere")
+    code, _, err = run_cli(capsys, "token", "list", "acme/app", "--context", "elsewhere")
     assert code == 1 and "in namespace nowhere" in err, err
-    code, out, _ = run(
+    code, out, _ = run_cli(
         capsys, "token", "list", "acme/app", "--context", "elsewhere", "-n", namespace.name
     )
     assert code == 0, out
@@ -252,7 +243,7 @@ def test_check_passes_on_the_demo_configuration(
 ) -> None:
     """``check`` exits 0 on the ini ``make run`` writes, with its identity."""
     ini = demo_ini(tmp_path / "demo.ini", 7744, namespace.name, str(namespace.gateway_kubeconfig))
-    code, out, _ = run(capsys, "check", "--config", str(ini))
+    code, out, _ = run_cli(capsys, "check", "--config", str(ini))
     assert code == 0, out
     assert "FAILED" not in out and "warning" not in out
     for check in (
@@ -264,7 +255,7 @@ def test_check_passes_on_the_demo_configuration(
         "spool",
     ):
         assert re.search(rf"^ok +{check}", out, re.M), (check, out)
-    code, out, _ = run(capsys, "check", "--config", str(ini), "--json")
+    code, out, _ = run_cli(capsys, "check", "--config", str(ini), "--json")
     assert code == 0 and json.loads(out)["ok"] is True
 
 
@@ -324,7 +315,7 @@ def test_check_names_the_missing_permission(
     """An identity that may get but not create Secrets fails ``check``, on a
     line that names create, the namespace and the fix."""
     kubeconfig = _identity(namespace, ["get"], tmp_path / "get-only.kubeconfig")
-    code, out, _ = run(
+    code, out, _ = run_cli(
         capsys, "check", "--config", str(_ini(tmp_path / "gw.ini", namespace, kubeconfig))
     )
     assert code == 1, out
@@ -343,7 +334,7 @@ def test_check_warns_of_more_than_least_privilege(
     kubeconfig = _identity(
         namespace, ["get", "create", "list", "delete"], tmp_path / "wide.kubeconfig"
     )
-    code, out, _ = run(
+    code, out, _ = run_cli(
         capsys, "check", "--config", str(_ini(tmp_path / "gw.ini", namespace, kubeconfig))
     )
     assert code == 0, out
@@ -361,7 +352,7 @@ def test_check_names_an_unreachable_api_server(
     doc["clusters"][0]["cluster"]["server"] = dead
     kubeconfig = tmp_path / "dead.kubeconfig"
     kubeconfig.write_text(json.dumps(doc))
-    code, out, _ = run(
+    code, out, _ = run_cli(
         capsys, "check", "--config", str(_ini(tmp_path / "gw.ini", namespace, kubeconfig))
     )
     assert code == 1, out
@@ -392,7 +383,7 @@ def test_check_spool_and_registries(
                 "timeout": 5,
             },
         )
-        code, out, _ = run(capsys, "check", "--config", str(ini))
+        code, out, _ = run_cli(capsys, "check", "--config", str(ini))
     finally:
         registry.stop()
     assert code == 1, out
@@ -418,7 +409,7 @@ def test_send_makes_a_build(
     registry puts it, through the running gateway: 200, and the build
     Secret it names exists with that registry as its provider."""
     url = f"http://127.0.0.1:{gateway.port}/events/webhook/acme/app"
-    code, out, _ = run(capsys, "send", name, url, "--token", TOKEN)
+    code, out, _ = run_cli(capsys, "send", name, url, "--token", TOKEN)
     assert code == 0, out
     assert out.startswith("200 OK\n")
     answer = json.loads(out.split("\n", 1)[1])
@@ -438,7 +429,7 @@ def test_distributions_setup_text_makes_a_build(
     prints, put as it is into a real registry's configuration, makes that
     registry's push of an image a build."""
     base = f"http://127.0.0.1:{gateway.port}"
-    code, out, _ = run(
+    code, out, _ = run_cli(
         capsys,
         "url",
         "acme/app",
@@ -475,7 +466,7 @@ def test_send_without_the_token_is_refused(
 ) -> None:
     """Without --token the gateway answers 401, and ``send`` exits non-zero."""
     url = f"http://127.0.0.1:{gateway.port}/events/webhook/acme/app"
-    code, out, _ = run(capsys, "send", "acr", url)
+    code, out, _ = run_cli(capsys, "send", "acr", url)
     assert code == 1 and out.startswith("401 "), out
 
 
@@ -487,7 +478,7 @@ def test_send_twice_is_a_redelivery(
     url = f"http://127.0.0.1:{gateway.port}/events/webhook/acme/app"
     answers = []
     for _ in range(2):
-        code, out, _ = run(capsys, "send", "dockerhub", url, "--token", TOKEN)
+        code, out, _ = run_cli(capsys, "send", "dockerhub", url, "--token", TOKEN)
         assert code == 0, out
         answers.append(json.loads(out.split("\n", 1)[1])["builds"])
     assert answers[0] == answers[1] and len(answers[0]) == 1
@@ -528,10 +519,10 @@ def test_spool_list_show_drop_during_an_outage(
             )
             assert answer.status == 202, answer.body
             queued += answer.json()["builds"]
-        code, out, _ = run(capsys, "spool", "list", "--config", str(ini))
+        code, out, _ = run_cli(capsys, "spool", "list", "--config", str(ini))
         assert code == 0, out
         text = out
-        code, out, _ = run(capsys, "spool", "list", "--config", str(ini), "--json")
+        code, out, _ = run_cli(capsys, "spool", "list", "--config", str(ini), "--json")
         listed = json.loads(out)["builds"]
         assert [b["name"] for b in listed] == queued
         for build in listed:
@@ -542,13 +533,13 @@ def test_spool_list_show_drop_during_an_outage(
             line = next(line for line in text.splitlines() if line.startswith(build["name"]))
             assert build["project"] in line and line.endswith(build["error"]), line
 
-        code, out, _ = run(
+        code, out, _ = run_cli(
             capsys, "spool", "show", queued[0].removeprefix("brigade-worker-"), "--config", str(ini)
         )
         assert code == 0 and "event_provider: dockerhub" in out, out
-        code, out, _ = run(capsys, "spool", "drop", queued[1], "--config", str(ini))
+        code, out, _ = run_cli(capsys, "spool", "drop", queued[1], "--config", str(ini))
         assert code == 0, out
-        code, _, err = run(capsys, "spool", "drop", queued[1], "--config", str(ini))
+        code, _, err = run_cli(capsys, "spool", "drop", queued[1], "--config", str(ini))
         assert code == 1 and "no build" in err
         proxy.set(FORWARD)
         made = until(
@@ -557,7 +548,7 @@ def test_spool_list_show_drop_during_an_outage(
             60,
         )
         assert {queued[0], queued[2]} <= made and queued[1] not in made
-        code, out, _ = run(capsys, "spool", "list", "--config", str(ini))
+        code, out, _ = run_cli(capsys, "spool", "list", "--config", str(ini))
         assert code == 0 and "is empty" in out, out
     finally:
         proxy.set(FORWARD)

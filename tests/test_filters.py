@@ -24,6 +24,7 @@ from brigade_crgw.kubernetes.projects import ProjectCache
 from brigade_crgw.lookups.outcomes import Result
 from devtools.projects import TOKEN, decoded, project_secret
 
+from .helpers import run_cli
 from .memory import MemoryStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -496,18 +497,6 @@ def test_lookup_before_filter_that_needs_it() -> None:
 
 
 # brigade-crgw filter test
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """The command run in this process: its exit code, stdout and stderr."""
-    from brigade_crgw.cli import main
-
-    try:
-        code = main(list(argv))
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_filter_test(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
