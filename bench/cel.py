@@ -339,6 +339,8 @@ def worst_cases() -> dict[str, tuple[str, dict[str, Any]]]:
     literal = "[" + ",".join(["0"] * 1000) + "]"
     many = {"image": dict(IMAGE, platforms=[f"linux/arch{i}" for i in range(1000)])}
     chain = "(" + "+".join(["p"] * 250) + ").size() > 0"
+    short_chain = "(" + "+".join(["p"] * 17) + ").size() > 0"
+    long_sum = "+".join(["request.headers.x"] * 17)
     return {
         # within the guards
         "all over 1000, 2 KiB body": (
@@ -350,8 +352,13 @@ def worst_cases() -> dict[str, tuple[str, dict[str, Any]]]:
             "image.platforms.exists_one(p, p in image.platforms)",
             many,
         ),
-        "250 + of 1000 platforms": (f"[image.platforms].all(p, {chain})", many),
+        "16 + of a 1000 literal": (f"[{literal}].all(p, {short_chain})", {}),
+        "16 + of 1000-character header values, 1000 times": (
+            f"{literal}.all(a, ({long_sum}).size() > 0)",
+            {"request": {"headers": {"x": "y" * 1000}}},
+        ),
         # outside them
+        "250 + of 1000 platforms": (f"[image.platforms].all(p, {chain})", many),
         "map over 1000 literal": (f"{literal}.map(a, 0).size() > 0", {}),
         "nested all 600 x 600": (
             "["
@@ -377,7 +384,9 @@ def worst(name: str) -> dict[str, object]:
         try:
             program = library.compile(text)
             start = time.perf_counter()
-            library.evaluate(program, variables.get("image", IMAGE), REQUEST)
+            library.evaluate(
+                program, variables.get("image", IMAGE), variables.get("request", REQUEST)
+            )
             seconds[key] = time.perf_counter() - start
         except Exception as error:
             seconds[key] = f"{type(error).__name__}: {str(error)[:60]}"

@@ -156,6 +156,10 @@ def test_needs_lookup(text: str, needs: bool) -> None:
             "nests comprehensions 2 deep",
         ),
         ("image.tag == '" + "x" * 4096 + "'", "at most 4096 are taken"),
+        (
+            "[image.platforms].all(p, (" + "+".join(["p"] * 18) + ").size() > 0)",
+            "has 17 '+'; at most 16",
+        ),
     ],
 )
 def test_invalid(text: str, says: str) -> None:
@@ -164,6 +168,12 @@ def test_invalid(text: str, says: str) -> None:
         filters.compile_filter(text)
     assert says in str(raised.value)
     assert "\n" not in str(raised.value)
+
+
+def test_additions_within_the_cap_compile() -> None:
+    """Sixteen ``+`` are taken, and a ``+`` inside a string literal is not counted."""
+    text = "image.tag == " + "+".join(["'a+b'"] * 17)
+    assert filters.compile_filter(text).text == text
 
 
 def test_longest_taken() -> None:

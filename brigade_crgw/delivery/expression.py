@@ -114,6 +114,11 @@ def macros(text: str) -> set[str]:
     return {_macro_at(tokens, i) for i in range(len(tokens))} - {""}
 
 
+def additions(text: str) -> int:
+    """How many ``+`` the expression has (outside its string literals)."""
+    return sum(1 for word in _tokens(text) if word == "+")
+
+
 def bound_names(text: str) -> set[str]:
     """The names the expression's comprehensions bind (``p`` in
     ``image.platforms.exists(p, ...)``)."""
