@@ -79,7 +79,7 @@ class Trace:
 
 
 @attr.s(frozen=True, auto_attribs=True)
-class Outcome:
+class Reply:
     """A webhook's successful answer: its code and JSON body."""
 
     code: int

@@ -223,7 +223,7 @@ class Config:
     # [registry]
     hosts: tuple[str, ...] = ()
     endpoints: tuple[tuple[str, str], ...] = ()
-    timeout: float = 3.0
+    lookup_timeout: float = 3.0
     pull_secret: str = ""
     # [spool]
     spool_path: str = ""
@@ -351,5 +351,7 @@ _OPTIONS = {
 def field_name(section: str, key: str) -> str:
     """The :class:`Config` attribute of an ini key: the key itself, except in
     sections whose keys would be ambiguous alone (``[spool] path`` is
-    ``spool_path``)."""
-    return f"spool_{key}" if section == "spool" else key
+    ``spool_path``, ``[registry] timeout`` is ``lookup_timeout``)."""
+    if section == "spool":
+        return f"spool_{key}"
+    return "lookup_timeout" if (section, key) == ("registry", "timeout") else key

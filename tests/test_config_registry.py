@@ -11,7 +11,7 @@ def test_defaults_make_no_lookups() -> None:
     """By default no host is listed, so there are no endpoints and nothing is annotated."""
     config = Config.from_string("", {})
     assert config.hosts == () and config.registry_endpoints() == {}
-    assert config.timeout == 3.0 and config.pull_secret == "" and not config.annotate_payload
+    assert config.lookup_timeout == 3.0 and config.pull_secret == "" and not config.annotate_payload
 
 
 def test_hosts_and_endpoints() -> None:
@@ -29,7 +29,9 @@ def test_hosts_and_endpoints() -> None:
         "ghcr.io": "http://127.0.0.1:5001",
         "registry.example.com:5000": "https://registry.example.com:5000",
     }
-    assert config.timeout == 1.5 and config.pull_secret == "regcred" and config.annotate_payload
+    assert (
+        config.lookup_timeout == 1.5 and config.pull_secret == "regcred" and config.annotate_payload
+    )
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from brigade_crgw.delivery import enrich, expression, filters
 from brigade_crgw.delivery.pipeline import Pipeline
 from brigade_crgw.events import ImageEvent, ImageFacts
 from brigade_crgw.kubernetes.projects import ProjectCache
-from brigade_crgw.lookups.outcomes import Result
+from brigade_crgw.lookups.outcomes import LookupResult
 from devtools.projects import TOKEN, decoded, project_secret
 
 from .helpers import run_cli
@@ -410,9 +410,9 @@ class ScriptedImages:
     facts: ImageFacts | None
     asked: list[str] = attr.ib(factory=list)
 
-    def look_up(self, project: Project, events: Sequence[ImageEvent]) -> list[Result]:
+    def results(self, project: Project, events: Sequence[ImageEvent]) -> list[LookupResult]:
         self.asked.extend(e.tag for e in events)
-        return [Result("found" if self.facts else "off", self.facts) for _ in events]
+        return [LookupResult("found" if self.facts else "off", self.facts) for _ in events]
 
 
 def deliver(

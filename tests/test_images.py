@@ -8,9 +8,9 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from brigade_crgw.delivery.images import ImageLookup
+from brigade_crgw.delivery.images import ProjectLookups
 from brigade_crgw.events import ImageEvent
-from brigade_crgw.lookups.bridge import Lookups
+from brigade_crgw.lookups.bridge import LookupBridge
 from brigade_crgw.lookups.credentials import Credential
 from brigade_crgw.lookups.outcomes import FOUND, UNAUTHORIZED, UNLISTED
 
@@ -30,12 +30,12 @@ def _registry() -> Scripted:
     return registry
 
 
-def _images(store: MemoryStore, pull_secret: str = "") -> ImageLookup:
+def _images(store: MemoryStore, pull_secret: str = "") -> ProjectLookups:
     def call(f: Callable[..., Deferred[Any]], *args: Any) -> Any:
         return run(f(*args))
 
-    lookups = Lookups(client(_registry()), call)
-    return ImageLookup(lookups, store, 3.0, pull_secret)
+    lookups = LookupBridge(client(_registry()), call)
+    return ProjectLookups(lookups, store, 3.0, pull_secret)
 
 
 EVENT = ImageEvent(
@@ -59,15 +59,15 @@ def _store() -> MemoryStore:
 
 def test_project_pull_secret() -> None:
     """crGatewayPullSecret's credential is used for its host."""
-    [result] = _images(_store()).look_up(acme_project(crGatewayPullSecret="good"), [EVENT])
+    [result] = _images(_store()).results(acme_project(crGatewayPullSecret="good"), [EVENT])
     assert result.outcome == FOUND and result.facts is not None
 
 
 def test_default_pull_secret() -> None:
     """[registry] pull_secret serves projects that name none, and not those that do."""
     images = _images(_store(), pull_secret="good")
-    assert images.look_up(acme_project(), [EVENT])[0].outcome == FOUND
-    own = images.look_up(acme_project(crGatewayPullSecret="bad"), [EVENT])
+    assert images.results(acme_project(), [EVENT])[0].outcome == FOUND
+    own = images.results(acme_project(crGatewayPullSecret="bad"), [EVENT])
     assert own[0].outcome == UNAUTHORIZED
 
 
@@ -75,11 +75,11 @@ def test_unusable_pull_secrets_mean_anonymous() -> None:
     """A missing Secret, one of another type, a bad name or a store that is
     down: the lookup goes ahead anonymously (and is refused here)."""
     for name in ("missing", "opaque", "Not/A/Name"):
-        [result] = _images(_store()).look_up(acme_project(crGatewayPullSecret=name), [EVENT])
+        [result] = _images(_store()).results(acme_project(crGatewayPullSecret=name), [EVENT])
         assert result.outcome == UNAUTHORIZED, name
     down = _store()
     down.down = True
-    [result] = _images(down).look_up(acme_project(crGatewayPullSecret="good"), [EVENT])
+    [result] = _images(down).results(acme_project(crGatewayPullSecret="good"), [EVENT])
     assert result.outcome == UNAUTHORIZED
 
 
@@ -94,9 +94,9 @@ def test_unlisted_host_reads_no_secret() -> None:
 
     store = Counting(_store().secrets)
     event = ImageEvent(registry="acr", action="image_push", repository="a", host="x.io", tag="1")
-    [result] = _images(store).look_up(acme_project(crGatewayPullSecret="good"), [event])
+    [result] = _images(store).results(acme_project(crGatewayPullSecret="good"), [event])
     assert result.outcome == UNLISTED and reads == []
-    _images(store).look_up(acme_project(crGatewayPullSecret="good"), [EVENT, EVENT])
+    _images(store).results(acme_project(crGatewayPullSecret="good"), [EVENT, EVENT])
     assert reads == ["good"]  # once per webhook
 
 

@@ -18,7 +18,7 @@ from twisted.internet.task import Clock
 from twisted.web.server import NOT_DONE_YET, Request
 
 from brigade_crgw.events import MAX_PLATFORMS, ImageFacts
-from brigade_crgw.lookups.bridge import Lookups
+from brigade_crgw.lookups.bridge import LookupBridge
 from brigade_crgw.lookups.cache import FactsCache
 from brigade_crgw.lookups.credentials import Credential, parse_challenge, read_dockerconfigjson
 from brigade_crgw.lookups.documents import CONFIG_LIMIT, MANIFEST_LIMIT, OCI_INDEX, OCI_MANIFEST
@@ -382,11 +382,11 @@ def test_bridge_never_raises_and_counts() -> None:
     def call(f: Callable[..., Deferred[Any]], *args: Any) -> Any:
         return run(f(*args))
 
-    lookups = Lookups(client(registry), call, counted.append, clock=lambda: 100.0)
-    ok = lookups.look(Reference("registry.example.com", "acme/app", "v1"), None, 103.0)
-    missing = lookups.look(Reference("registry.example.com", "acme/app", "x"), None, 103.0)
-    late = lookups.look(Reference("registry.example.com", "acme/app", "v1"), None, 99.0)
-    none = lookups.look(None, None, 103.0)
+    lookups = LookupBridge(client(registry), call, counted.append, clock=lambda: 100.0)
+    ok = lookups.inspect(Reference("registry.example.com", "acme/app", "v1"), None, 103.0)
+    missing = lookups.inspect(Reference("registry.example.com", "acme/app", "x"), None, 103.0)
+    late = lookups.inspect(Reference("registry.example.com", "acme/app", "v1"), None, 99.0)
+    none = lookups.inspect(None, None, 103.0)
     assert ok.outcome == FOUND and ok.facts is not None
     assert (missing.outcome, late.outcome, none.outcome) == (
         NOT_FOUND,
@@ -399,8 +399,8 @@ def test_bridge_never_raises_and_counts() -> None:
         raise RuntimeError("bug")
 
     assert (
-        Lookups(client(registry), broken)
-        .look(Reference("registry.example.com", "acme/app", "v1"), None, float("inf"))
+        LookupBridge(client(registry), broken)
+        .inspect(Reference("registry.example.com", "acme/app", "v1"), None, float("inf"))
         .outcome
         == FAILED
     )

@@ -248,7 +248,7 @@ def _registries(config: Config) -> Iterator[Result]:
         # [registry] endpoints are http:// or https:// (the ini parser checks).
         request = urllib.request.Request(url, headers={"User-Agent": "brigade-crgw check"})  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=config.timeout) as answer:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=config.lookup_timeout) as answer:  # noqa: S310
                 status = answer.status
         except urllib.error.HTTPError as e:
             status = e.code

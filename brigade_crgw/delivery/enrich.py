@@ -16,7 +16,7 @@ from typing import Any
 from .. import brigade, registries
 from ..brigade import Project
 from ..events import ImageEvent, ImageFacts
-from ..lookups.outcomes import Result
+from ..lookups.outcomes import LookupResult
 
 ANNOTATION_KEY = "brigade_crgw"
 
@@ -110,7 +110,7 @@ def filter_tags(
 def build_secrets(
     project: Project,
     events: Sequence[ImageEvent],
-    results: Sequence[Result] | None,
+    results: Sequence[LookupResult] | None,
     commit: str,
     annotate_payload: bool,
 ) -> list[dict[str, object]]:

@@ -45,7 +45,7 @@ from twisted.logger import Logger
 
 from ..brigade import FILTER_KEY
 from ..events import ImageEvent
-from ..lookups.outcomes import Result
+from ..lookups.outcomes import LookupResult
 from . import enrich
 from .expression import additions, bound_names, macros, needs_lookup, nesting
 
@@ -330,9 +330,9 @@ def select(
     rule: Filter,
     project_id: str,
     events: Sequence[ImageEvent],
-    results: Sequence[Result] | None,
+    results: Sequence[LookupResult] | None,
     request: Mapping[str, Any],
-) -> tuple[list[ImageEvent], list[Result] | None, list[str]]:
+) -> tuple[list[ImageEvent], list[LookupResult] | None, list[str]]:
     """The events the filter lets through (with their lookup results), and
     why the others were left out.
 

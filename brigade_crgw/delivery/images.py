@@ -1,11 +1,11 @@
 """Looking up the images of one webhook, from the pipeline's pool thread.
 
-:class:`ImageLookup` is the one optional collaborator the webhook pipeline
+:class:`ProjectLookups` is the one optional collaborator the webhook pipeline
 gets when ``[registry] hosts`` lists anything: it finds the project's
 registry credentials (``crGatewayPullSecret``, else ``[registry]
-pull_secret``) and asks :class:`~brigade_crgw.lookups.bridge.Lookups` about each
+pull_secret``) and asks :class:`~brigade_crgw.lookups.bridge.LookupBridge` about each
 image within the webhook's time budget.  It never raises: a lookup that
-gives nothing is a :class:`~brigade_crgw.lookups.outcomes.Result` that says why, and
+gives nothing is a :class:`~brigade_crgw.lookups.outcomes.LookupResult` that says why, and
 the log says so too.
 """
 
@@ -25,10 +25,10 @@ from .. import text
 from ..brigade import Project
 from ..config import Config
 from ..events import ImageEvent
-from ..lookups.bridge import Lookups
+from ..lookups.bridge import LookupBridge
 from ..lookups.client import RegistryClient
 from ..lookups.credentials import Credential, read_dockerconfigjson
-from ..lookups.outcomes import Result
+from ..lookups.outcomes import LookupResult
 from ..lookups.references import usable_reference
 from .outage import Drain
 
@@ -44,7 +44,7 @@ class SecretReader(Protocol):
 
 
 @attr.s(auto_attribs=True)
-class ImageLookup:
+class ProjectLookups:
     """Lookups for the images of one webhook at a time.
 
     :param lookups: the blocking bridge to the registry client.
@@ -54,14 +54,14 @@ class ImageLookup:
     :param drain: shutdown's deadline, which ends the lookups too.
     """
 
-    lookups: Lookups
+    lookups: LookupBridge
     secrets: SecretReader
     timeout: float
     pull_secret: str = ""
     clock: Callable[[], float] = time.monotonic
     drain: Drain = attr.ib(factory=Drain)
 
-    def look_up(self, project: Project, events: Sequence[ImageEvent]) -> list[Result]:
+    def results(self, project: Project, events: Sequence[ImageEvent]) -> list[LookupResult]:
         """One result per event, in order, within :attr:`timeout` in all."""
         deadline = self.drain.cap(self.clock() + self.timeout)
         credentials: dict[str, Credential] | None = None
@@ -73,7 +73,7 @@ class ImageLookup:
                 if credentials is None:
                     credentials = self._credentials(project)
                 credential = credentials.get(reference.host)
-            result = self.lookups.look(reference, credential, deadline)
+            result = self.lookups.inspect(reference, credential, deadline)
             if result.facts is None:
                 log.info(
                     "lookup for {image} gave nothing ({outcome}): {reason}",
@@ -133,7 +133,7 @@ def create(
     secrets: SecretReader,
     record: Callable[[str], None],
     drain: Drain | None = None,
-) -> ImageLookup | None:
+) -> ProjectLookups | None:
     """The production lookups, or None when ``[registry] hosts`` is empty:
     then nothing is looked up and no outbound connection is ever made.
 
@@ -143,10 +143,12 @@ def create(
     if not endpoints:
         return None
     client = RegistryClient.create(endpoints, reactor)
-    lookups = Lookups(client, partial(blockingCallFromThread, reactor), record)
+    lookups = LookupBridge(client, partial(blockingCallFromThread, reactor), record)
     log.info(
         "registry lookups on {hosts}, {timeout:g}s per webhook",
         hosts=" ".join(f"{host}={url}" for host, url in endpoints.items()),
-        timeout=config.timeout,
+        timeout=config.lookup_timeout,
     )
-    return ImageLookup(lookups, secrets, config.timeout, config.pull_secret, drain=drain or Drain())
+    return ProjectLookups(
+        lookups, secrets, config.lookup_timeout, config.pull_secret, drain=drain or Drain()
+    )

@@ -24,12 +24,12 @@ import attr
 from twisted.logger import Logger
 
 from .. import brigade, registries
-from ..answers import Outcome, Refusal, Target, Trace, Webhook, unavailable
+from ..answers import Refusal, Reply, Target, Trace, Webhook, unavailable
 from ..config import WHEN_CONFIGURED, Config
 from ..events import merged
 from ..kubernetes.store import SecretStore, StoreForbidden, StoreRejected, StoreUnavailable
 from . import auth, enrich, filters, outage
-from .images import ImageLookup
+from .images import ProjectLookups
 from .outage import QUICK_ATTEMPT, Drain, Health
 from .spool import Spool, SpoolError, SpoolFull
 
@@ -71,7 +71,7 @@ class Pipeline:
     config: Config
     projects: ProjectReader
     store: SecretStore
-    images: ImageLookup | None = None
+    images: ProjectLookups | None = None
     spool: Spool | None = None
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], object] = time.sleep
@@ -83,7 +83,7 @@ class Pipeline:
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "policy", auth.Policy(self.config.require, self.config.token_keys))
 
-    def deliver(self, webhook: Webhook, trace: Trace) -> Outcome:
+    def deliver(self, webhook: Webhook, trace: Trace) -> Reply:
         """Handle one webhook, start to finish.  Blocks: run it on a pool thread.
 
         :raises Refusal: for every answer other than success.
@@ -96,7 +96,7 @@ class Pipeline:
             raise Refusal(400, "bad request", str(e)) from None
         trace.registry = delivery.registry
         if delivery.reply is not None:
-            return Outcome(200, delivery.reply)
+            return Reply(200, delivery.reply)
         if delivery.registry == "generic" and self.config.strict:
             raise Refusal(
                 422,
@@ -121,7 +121,7 @@ class Pipeline:
             )
         if not chosen:
             actions = sorted({e.action for e in delivery.events}) or ["nothing"]
-            return Outcome(
+            return Reply(
                 200,
                 {
                     "status": "ignored",
@@ -140,7 +140,7 @@ class Pipeline:
             chosen, _, reasons = filters.select(rule, trace.project, chosen, None, request)
             if not chosen:
                 return _ignored(reasons)
-        looked = self.images.look_up(project, chosen) if self.images is not None else None
+        looked = self.images.results(project, chosen) if self.images is not None else None
         if rule is not None and not early:
             chosen, looked, reasons = filters.select(rule, trace.project, chosen, looked, request)
             if not chosen:
@@ -320,9 +320,7 @@ class Pipeline:
         assert project is not None
         return project
 
-    def _create(
-        self, secrets: Sequence[Mapping[str, Any]], trace: Trace, deadline: float
-    ) -> Outcome:
+    def _create(self, secrets: Sequence[Mapping[str, Any]], trace: Trace, deadline: float) -> Reply:
         """Create every build; a redelivered one already exists, which is
         success.  Past the retry budget they are spooled, when there is a spool."""
         names = [str(secret["metadata"]["name"]) for secret in secrets]
@@ -340,7 +338,7 @@ class Pipeline:
                 raise _store_failed("creating the build", e) from None
             return self._queue(secrets, names, trace, e)
         trace.builds.extend(names)
-        return Outcome(200, {"status": "Success", "builds": names})
+        return Reply(200, {"status": "Success", "builds": names})
 
     def _queue(
         self,
@@ -348,7 +346,7 @@ class Pipeline:
         names: list[str],
         trace: Trace,
         error: StoreUnavailable,
-    ) -> Outcome:
+    ) -> Reply:
         """Write the builds to the spool; answer 202 once that is durable."""
         assert self.spool is not None
         try:
@@ -375,12 +373,12 @@ class Pipeline:
                 error=str(error),
             )
         trace.builds.extend(names)
-        return Outcome(202, {"status": "queued", "builds": names})
+        return Reply(202, {"status": "queued", "builds": names})
 
 
-def _ignored(reasons: Sequence[str]) -> Outcome:
+def _ignored(reasons: Sequence[str]) -> Reply:
     """The answer to a webhook whose every image was left out, and why."""
-    return Outcome(200, {"status": "ignored", "reason": "; ".join(dict.fromkeys(reasons))})
+    return Reply(200, {"status": "ignored", "reason": "; ".join(dict.fromkeys(reasons))})
 
 
 def _unauthorized(error: auth.Unauthorized, project_id: str) -> Refusal:

@@ -27,7 +27,7 @@ from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from .. import text
-from ..answers import Outcome, Refusal, Target, Trace, unavailable
+from ..answers import Refusal, Reply, Target, Trace, unavailable
 from ..delivery import auth
 from ..delivery.pipeline import Pipeline
 from .inflight import InFlight
@@ -277,7 +277,7 @@ class Gateway:
                 outcome.errback(unavailable("the gateway is stopping; retry shortly"))
         return len(waiting)
 
-    def _log_abandoned(self, result: Outcome | Failure, trace: Trace, started: float) -> None:
+    def _log_abandoned(self, result: Reply | Failure, trace: Trace, started: float) -> None:
         reason = "the sender closed the connection before the answer"
         if isinstance(result, Failure):
             if not result.check(Refusal):

@@ -13,14 +13,23 @@ from twisted.logger import Logger
 from ..events import canonical_host
 from .client import RegistryClient
 from .credentials import Credential
-from .outcomes import CACHED, FAILED, FOUND, TIMEOUT, UNLISTED, LookupFailed, Result, first_line
+from .outcomes import (
+    CACHED,
+    FAILED,
+    FOUND,
+    TIMEOUT,
+    UNLISTED,
+    LookupFailed,
+    LookupResult,
+    first_line,
+)
 from .references import Reference
 
 log = Logger()
 
 
 @attr.s(auto_attribs=True)
-class Lookups:
+class LookupBridge:
     """The blocking side: looks images up from a pool thread, through the reactor.
 
     :param client: the registry client (reactor side).
@@ -39,29 +48,29 @@ class Lookups:
         """Whether ``host`` (as an event names it) may be looked up."""
         return canonical_host(host) in self.client.endpoints
 
-    def look(
+    def inspect(
         self, reference: Reference | None, credential: Credential | None, deadline: float
-    ) -> Result:
+    ) -> LookupResult:
         """Look one image up, by ``deadline`` (on :attr:`clock`).  Never raises."""
-        result = self._look(reference, credential, deadline)
+        result = self._inspect(reference, credential, deadline)
         self.record(result.outcome)
         return result
 
-    def _look(
+    def _inspect(
         self, reference: Reference | None, credential: Credential | None, deadline: float
-    ) -> Result:
+    ) -> LookupResult:
         if reference is None:
-            return Result(FAILED, reason="the event names no image that can be looked up")
+            return LookupResult(FAILED, reason="the event names no image that can be looked up")
         if reference.host not in self.client.endpoints:
-            return Result(UNLISTED, reason=f"{reference.host} is not in [registry] hosts")
+            return LookupResult(UNLISTED, reason=f"{reference.host} is not in [registry] hosts")
         budget = deadline - self.clock()
         if budget <= 0:
-            return Result(TIMEOUT, reason="no time left for this webhook's lookups")
+            return LookupResult(TIMEOUT, reason="no time left for this webhook's lookups")
         try:
             facts, cached = self.call(self.client.inspect, reference, credential, budget)
         except LookupFailed as e:
-            return Result(e.outcome, reason=e.reason)
+            return LookupResult(e.outcome, reason=e.reason)
         except Exception as e:  # never at the cost of the build
             log.failure("registry lookup failed unexpectedly")
-            return Result(FAILED, reason=f"{type(e).__name__}: {first_line(e)}")
-        return Result(CACHED if cached else FOUND, facts)
+            return LookupResult(FAILED, reason=f"{type(e).__name__}: {first_line(e)}")
+        return LookupResult(CACHED if cached else FOUND, facts)

@@ -38,7 +38,7 @@ class LookupFailed(Exception):
 
 
 @attr.s(frozen=True, auto_attribs=True)
-class Result:
+class LookupResult:
     """What one lookup gave: facts, or why there are none.
 
     :param outcome: one of :data:`OUTCOMES`.
