@@ -24,7 +24,6 @@ asserts no timing.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import subprocess
@@ -40,11 +39,11 @@ import attr
 import yaml
 from kubernetes import client
 
-from bench.soak import PAYLOAD, SINGLE, URL, Push, _report
+from bench.soak import SINGLE, Push, _report, single_push
 from devtools import ROOT, helm, image, kubectl
 from devtools.gateway import exchange
 from devtools.plane import Plane
-from devtools.projects import decoded, fresh, project_secret
+from devtools.projects import decoded, project_secret
 from devtools.waiting import until
 
 CHART = ROOT / "charts" / "brigade-crgw"
@@ -148,23 +147,6 @@ def routed(host: str, port: int) -> bool:
         return False
 
 
-def push(host: str, port: int, n: int) -> str:
-    """Push number ``n``, one attempt on a new connection: the status, or the error's name."""
-    try:
-        answer = exchange(
-            port,
-            "POST",
-            URL,
-            fresh(PAYLOAD, n),
-            {"Content-Type": "application/json"},
-            timeout=60,
-            host=host,
-        )
-    except OSError as e:
-        return type(e).__name__ + (f" ({errno.errorcode.get(e.errno, e.errno)})" if e.errno else "")
-    return str(answer.status)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -199,7 +181,7 @@ def main() -> int:
                 with lock:
                     n = next(counter)
                     pushes[n] = Push(SINGLE)
-                code = push(host, port, n)
+                code = single_push(port, n, host)
                 pushes[n].codes.append(code)
                 if code != "200":
                     note(f"push {n}: {code}")

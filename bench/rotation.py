@@ -35,7 +35,8 @@ import urllib.request
 from collections import Counter
 from typing import Any
 
-from bench.rollout import FULLNAME, install, push
+from bench.rollout import FULLNAME, install
+from bench.soak import single_push
 from devtools.waiting import until
 
 TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 (a path)
@@ -131,7 +132,7 @@ def main() -> int:
                 if name not in refused_at and now > claims(raw)["exp"] and refused(raw):
                     refused_at[name] = now
                     note(f"{name}: its first token is refused by the API server now")
-            answers.append((now, push(host, port, n)))
+            answers.append((now, single_push(port, n, host)))
             n += 1
             readiness[len(release.ready_pods())] += 1
             if len(refused_at) == len(pods) and now > max(refused_at.values()) + args.after:

@@ -35,6 +35,7 @@ duplicated and no single-attempt push was refused.  It asserts no timing.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import tempfile
 import threading
@@ -111,7 +112,9 @@ class Fleet:
         self.balancer.wait_for({self.name(i): "UP"}, timeout=120)
 
 
-def _post(port: int, n: int) -> str:
+def single_push(port: int, n: int, host: str = "127.0.0.1") -> str:
+    """Push number ``n``, one attempt on a new connection: the status, or the
+    error's name (with its errno's, when it has one)."""
     try:
         answer = exchange(
             port,
@@ -120,9 +123,10 @@ def _post(port: int, n: int) -> str:
             fresh(PAYLOAD, n),
             {"Content-Type": "application/json"},
             timeout=60,
+            host=host,
         )
     except OSError as e:
-        return type(e).__name__
+        return type(e).__name__ + (f" ({errno.errorcode.get(e.errno, e.errno)})" if e.errno else "")
     return str(answer.status)
 
 
@@ -198,7 +202,7 @@ def main() -> int:
                 n = next(counter)
                 push = pushes[n] = Push(kind)
             for attempt in range(ATTEMPTS if kind == RETRYING else 1):
-                code = _post(port, n)
+                code = single_push(port, n)
                 push.codes.append(code)
                 if push.accepted or code.startswith("4"):
                     break
