@@ -78,6 +78,20 @@ class WebTests(SynchronousTestCase):
         sep = "&" if "?" in url else "?"
         return self.call("POST", f"{url}{sep}token={TOKEN}", body, **kwargs)
 
+    def test_an_unexpected_error_in_a_route_is_a_json_500(self) -> None:
+        """A route that raises what it did not expect answers a JSON 500, not HTML."""
+        pipeline = Pipeline(self.config, ProjectCache(self.store, 0, 0), self.store)
+
+        def broken() -> tuple[bool, str]:
+            raise RuntimeError("readiness broke")
+
+        gateway = Gateway(pipeline, maybeDeferred, InFlight(64, Clock()), ready=broken)
+        answer = self.call("GET", "/readyz", client=StubTreq(gateway.app.resource()))
+        assert answer.code == 500
+        assert answer.headers.getRawHeaders("content-type") == ["application/json"]
+        assert json.loads(answer.body) == {"status": "internal error"}
+        assert len(self.flushLoggedErrors(RuntimeError)) == 1
+
     def test_metrics_count_webhooks_and_builds(self) -> None:
         """/metrics counts answers by registry and code, builds, and durations."""
         client = self.gateway()

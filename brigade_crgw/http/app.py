@@ -337,6 +337,13 @@ class Gateway:
             {"Allow": ", ".join(allowed)} if allowed else None,
         )
 
+    @app.handle_errors(Exception)
+    def failed(self, request: IRequest, failure: Any) -> bytes:
+        # The last handler: whatever a route did not expect is a JSON 500,
+        # never Klein's HTML page.
+        log.failure("{method} {path} failed", failure, method=request.method, path=request.path)
+        return write_json(request, 500, {"status": "internal error"})
+
 
 # Headers a proxy adds: a request that carries one came from further away.
 _FORWARDED = (b"forwarded", b"x-forwarded-for", b"x-real-ip", b"via")
