@@ -134,8 +134,10 @@ class Pipeline:
             return _ignored(filtered)
         # A filter that reads only what the payload says is judged before
         # the lookups, so the images it leaves out are never looked up.
-        request = filters.request_variable(webhook.target.commit, webhook.headers, webhook.query)
         early = rule is not None and (self.images is None or not rule.needs_lookup)
+        commit = webhook.target.commit
+        if rule is not None:  # the request variable only for a filter to read
+            request = filters.request_variable(commit, webhook.headers, webhook.query)
         if rule is not None and early:
             chosen, _, reasons = filters.select(rule, trace.project, chosen, None, request)
             if not chosen:
@@ -145,7 +147,6 @@ class Pipeline:
             chosen, looked, reasons = filters.select(rule, trace.project, chosen, looked, request)
             if not chosen:
                 return _ignored(reasons)
-        commit = webhook.target.commit
         annotate = self.config.annotate_payload
         secrets = enrich.build_secrets(project, chosen, looked, commit, annotate)
         return self._create(secrets, trace, deadline)
