@@ -1,6 +1,7 @@
 """``brigade-crgw``: the operator's command.
 
-``brigade-crgw token add acme/app``, ``url``, ``check``, ``spool``, ``send``:
+``brigade-crgw token add acme/app``, ``url``, ``check``, ``spool``, ``send``,
+``filter``:
 each verb is one module here with one :class:`~._verb.Verb` record, and
 :data:`VERBS` is the table of them; adding a verb is a module and one line.
 A verb's module imports what only its run needs (the Kubernetes client, the
@@ -28,7 +29,8 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="brigade-crgw",
         description="The operator's tools for brigade-crgw, the Brigade container "
-        "registry gateway: project tokens, registry setup, checks, the spool, test pushes.",
+        "registry gateway: project tokens, registry setup, checks, the spool, test pushes, "
+        "filters.",
     )
     verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
     for verb in VERBS:

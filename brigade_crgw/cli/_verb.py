@@ -66,6 +66,9 @@ def load_config(args: argparse.Namespace, **overrides: str) -> Config:
         overrides["spool"] = args.spool
     try:
         config = Config.from_ini(args.config) if args.config else Config.from_string("")
-        return config.replace(**{k: v for k, v in overrides.items() if v is not None})
+        # As twistd's options: an empty value leaves the ini's, except
+        # --spool '' (no spool).
+        given = {k: v for k, v in overrides.items() if v is not None and (v or k == "spool")}
+        return config.replace(**given)
     except ConfigError as e:
         raise Failed(str(e)) from None

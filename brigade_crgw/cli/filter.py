@@ -14,7 +14,6 @@ it lets none, 2 when the expression cannot be used.
 from __future__ import annotations
 
 import argparse
-import base64
 import sys
 
 from ._kube import add_kubernetes_options, connect
@@ -72,13 +71,12 @@ def _expression(args: argparse.Namespace) -> str:
     if args.expression is not None:
         return str(args.expression)
     from ..brigade import FILTER_KEY
-    from .token import _read
+    from .token import read_project, secret_text
 
-    secret = _read(connect(args), args.project).secret
-    raw = (secret.data or {}).get(FILTER_KEY)
-    if not raw:
+    text = secret_text(read_project(connect(args), args.project).secret, FILTER_KEY)
+    if not text:
         raise Failed(f"project {args.project} has no {FILTER_KEY}: every image is built", 0)
-    return base64.b64decode(raw).decode("utf-8", "replace")
+    return text
 
 
 def _test(args: argparse.Namespace) -> int:

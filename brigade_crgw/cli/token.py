@@ -56,8 +56,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     add.add_argument(
         "--base",
         metavar="URL",
-        default="https://gateway.example.com",
-        help="the gateway's URL, for the webhook URL printed",
+        help="the gateway's URL: the project's webhook URL is printed under it",
     )
     add.add_argument(
         "--json",
@@ -99,26 +98,24 @@ def _project_arguments(parser: argparse.ArgumentParser) -> None:
 def _add(args: argparse.Namespace) -> int:
     token = secrets.token_urlsafe(TOKEN_BYTES)
     project = _change(args, lambda tokens: [*tokens, token])
-    url = webhook_url(args.base, project.name)
+    url = webhook_url(args.base, project.name) if args.base else ""
     if args.json:
-        print(
-            json.dumps(
-                {"project": project.name, "project_id": project.id, "token": token, "url": url}
-            )
-        )
+        doc = {"project": project.name, "project_id": project.id, "token": token}
+        print(json.dumps({**doc, "url": url} if url else doc))
     else:
         print(f"Added a token to {project.name} ({project.id}), which now has {project.count}:")
         print(f"  token {token}")
         print(f"  fingerprint {fingerprint(token)}")
-        print(f"  webhook URL {url}")
-        print(f"  with the token in it {url}?token={token}")
+        if url:
+            print(f"  webhook URL {url}")
+            print(f"  with the token in it {url}?token={token}")
         print("Where the token goes for each registry: brigade-crgw url --help")
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
     cluster = connect(args)
-    project = _read(cluster, args.project)
+    project = read_project(cluster, args.project)
     tokens = _tokens(project.secret, args.key)
     if args.json:
         listed = [{"fingerprint": fingerprint(t)} for t in tokens]
@@ -176,7 +173,7 @@ class _Project:
     count: int = 0
 
 
-def _read(cluster: Cluster, project: str) -> _Project:
+def read_project(cluster: Cluster, project: str) -> _Project:
     from kubernetes import client
 
     from ..brigade import PROJECT_TYPE, project_id
@@ -199,9 +196,14 @@ def _read(cluster: Cluster, project: str) -> _Project:
     return _Project(secret, name, annotations.get("projectName") or project)
 
 
-def _tokens(secret: Any, key: str) -> list[str]:
+def secret_text(secret: Any, key: str) -> str:
+    """One key of a Secret, decoded ("" when it has none)."""
     raw = (secret.data or {}).get(key) or ""
-    return base64.b64decode(raw).decode("utf-8", "replace").split()
+    return base64.b64decode(raw).decode("utf-8", "replace")
+
+
+def _tokens(secret: Any, key: str) -> list[str]:
+    return secret_text(secret, key).split()
 
 
 def _change(args: argparse.Namespace, change: Callable[[list[str]], list[str]]) -> _Project:
@@ -212,7 +214,7 @@ def _change(args: argparse.Namespace, change: Callable[[list[str]], list[str]]) 
     cluster = connect(args)
     core = client.CoreV1Api(cluster.api)
     for _ in range(_ATTEMPTS):
-        project = _read(cluster, args.project)
+        project = read_project(cluster, args.project)
         tokens = change(_tokens(project.secret, args.key))
         secret = project.secret
         secret.data = dict(secret.data or {})
